@@ -1,0 +1,1 @@
+"""Sub-commands of the ``masqclip`` CLI, one module each (see ``masqclip/cli.py``)."""

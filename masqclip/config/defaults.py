@@ -1,0 +1,233 @@
+"""Every configuration key, with its default and meaning, in detectron2's names.
+
+Official Mask2Former / MasQCLIP YAML files load into this tree unchanged (their ``eval`` tags
+aside, see ``config.py``). Keys that are ours, not detectron2's or Mask2Former's, are marked
+"(masqclip)". Bump ``VERSION`` when a key changes meaning.
+"""
+from .config import CfgNode as CN
+
+_C = CN()
+_C.VERSION = 2
+
+# ---------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------
+_C.MODEL = CN()
+_C.MODEL.META_ARCHITECTURE = "MaskFormer"  # MaskFormer (teacher) | MaskDistill (student) | MasQTuning
+_C.MODEL.DEVICE = "auto"  # auto -> cuda when available, else cpu
+_C.MODEL.WEIGHTS = ""  # checkpoint to load: .pth (detectron2 / ours), .pkl (d2 model zoo), torchvision://resnet50
+_C.MODEL.MASK_ON = False
+_C.MODEL.LOAD_PROPOSALS = False
+_C.MODEL.KEYPOINT_ON = False
+# Per-channel mean/std of the network input, in the order of INPUT.FORMAT, on the 0-255 scale.
+_C.MODEL.PIXEL_MEAN = [123.675, 116.280, 103.530]
+_C.MODEL.PIXEL_STD = [58.395, 57.120, 57.375]
+
+_C.MODEL.BACKBONE = CN()
+_C.MODEL.BACKBONE.NAME = "build_resnet_backbone"
+_C.MODEL.BACKBONE.FREEZE_AT = 0  # 0: train everything; 1: freeze stem; k: freeze stem + res2..res(k)
+
+_C.MODEL.RESNETS = CN()
+_C.MODEL.RESNETS.DEPTH = 50  # 18, 34 (basic blocks), 50, 101, 152 (bottleneck)
+_C.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+_C.MODEL.RESNETS.NUM_GROUPS = 1
+_C.MODEL.RESNETS.NORM = "FrozenBN"  # FrozenBN | BN | SyncBN | GN | ""
+_C.MODEL.RESNETS.WIDTH_PER_GROUP = 64
+_C.MODEL.RESNETS.STRIDE_IN_1X1 = False  # False: torchvision/Mask2Former style (stride in the 3x3)
+_C.MODEL.RESNETS.RES5_DILATION = 1
+_C.MODEL.RESNETS.RES2_OUT_CHANNELS = 256  # must be 64 for R18/R34
+_C.MODEL.RESNETS.STEM_OUT_CHANNELS = 64
+_C.MODEL.RESNETS.STEM_TYPE = "basic"
+_C.MODEL.RESNETS.RES5_MULTI_GRID = [1, 1, 1]
+_C.MODEL.RESNETS.DEFORM_ON_PER_STAGE = [False, False, False, False]
+_C.MODEL.RESNETS.DEFORM_MODULATED = False
+_C.MODEL.RESNETS.DEFORM_NUM_GROUPS = 1
+
+_C.MODEL.SEM_SEG_HEAD = CN()
+_C.MODEL.SEM_SEG_HEAD.NAME = "MaskFormerHead"
+_C.MODEL.SEM_SEG_HEAD.IN_FEATURES = ["res2", "res3", "res4", "res5"]
+_C.MODEL.SEM_SEG_HEAD.IGNORE_VALUE = 255
+# Teachers/students: 1 (class-agnostic). MasQ-Tuning: vocabulary size; it only sizes
+# criterion.empty_weight, the decoder's class head always has 2 outputs (object, no-object).
+_C.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 1
+_C.MODEL.SEM_SEG_HEAD.CONVS_DIM = 256
+_C.MODEL.SEM_SEG_HEAD.MASK_DIM = 256
+_C.MODEL.SEM_SEG_HEAD.COMMON_STRIDE = 4
+_C.MODEL.SEM_SEG_HEAD.NORM = "GN"
+_C.MODEL.SEM_SEG_HEAD.LOSS_WEIGHT = 1.0
+_C.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME = "MSDeformAttnPixelDecoder"
+_C.MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS = 6
+_C.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = ["res3", "res4", "res5"]
+_C.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS = 4
+_C.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 8
+
+_C.MODEL.MASK_FORMER = CN()
+_C.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME = "MultiScaleMaskedTransformerDecoder"
+_C.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE = "multi_scale_pixel_decoder"
+_C.MODEL.MASK_FORMER.DEEP_SUPERVISION = True
+_C.MODEL.MASK_FORMER.NO_OBJECT_WEIGHT = 0.1
+_C.MODEL.MASK_FORMER.CLASS_WEIGHT = 2.0
+_C.MODEL.MASK_FORMER.MASK_WEIGHT = 5.0
+_C.MODEL.MASK_FORMER.DICE_WEIGHT = 5.0
+_C.MODEL.MASK_FORMER.HIDDEN_DIM = 256
+_C.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES = 100
+_C.MODEL.MASK_FORMER.NHEADS = 8
+_C.MODEL.MASK_FORMER.DROPOUT = 0.0
+_C.MODEL.MASK_FORMER.DIM_FEEDFORWARD = 2048
+_C.MODEL.MASK_FORMER.ENC_LAYERS = 0
+_C.MODEL.MASK_FORMER.DEC_LAYERS = 10  # 9 masked-attention layers + the learnable-query prediction
+_C.MODEL.MASK_FORMER.PRE_NORM = False
+_C.MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ = False
+_C.MODEL.MASK_FORMER.SIZE_DIVISIBILITY = 32
+_C.MODEL.MASK_FORMER.TRAIN_NUM_POINTS = 112 * 112
+_C.MODEL.MASK_FORMER.OVERSAMPLE_RATIO = 3.0
+_C.MODEL.MASK_FORMER.IMPORTANCE_SAMPLE_RATIO = 0.75
+_C.MODEL.MASK_FORMER.TEST = CN()
+_C.MODEL.MASK_FORMER.TEST.SEMANTIC_ON = False
+_C.MODEL.MASK_FORMER.TEST.INSTANCE_ON = True
+_C.MODEL.MASK_FORMER.TEST.PANOPTIC_ON = False
+_C.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD = 0.8
+_C.MODEL.MASK_FORMER.TEST.OVERLAP_THRESHOLD = 0.8
+_C.MODEL.MASK_FORMER.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE = False
+
+# Swin backbone keys: accepted so Mask2Former's Swin configs parse; no Swin backbone is built here.
+_C.MODEL.SWIN = CN()
+_C.MODEL.SWIN.PRETRAIN_IMG_SIZE = 224
+_C.MODEL.SWIN.PATCH_SIZE = 4
+_C.MODEL.SWIN.EMBED_DIM = 96
+_C.MODEL.SWIN.DEPTHS = [2, 2, 6, 2]
+_C.MODEL.SWIN.NUM_HEADS = [3, 6, 12, 24]
+_C.MODEL.SWIN.WINDOW_SIZE = 7
+_C.MODEL.SWIN.MLP_RATIO = 4.0
+_C.MODEL.SWIN.QKV_BIAS = True
+_C.MODEL.SWIN.QK_SCALE = None
+_C.MODEL.SWIN.DROP_RATE = 0.0
+_C.MODEL.SWIN.ATTN_DROP_RATE = 0.0
+_C.MODEL.SWIN.DROP_PATH_RATE = 0.3
+_C.MODEL.SWIN.APE = False
+_C.MODEL.SWIN.PATCH_NORM = True
+_C.MODEL.SWIN.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+_C.MODEL.SWIN.USE_CHECKPOINT = False
+
+# MasQCLIP. SCORE_THRESHOLD / NMS_THRESHOLD are the official names of the distillation alpha / beta.
+_C.MODEL.MASQ_CLIP = CN()
+# open_clip architecture name, as the official one-element list; a bare string is accepted too, and
+# OpenAI-style names ("ViT-L/14@336px") are mapped to open_clip's ("ViT-L-14-336").
+_C.MODEL.MASQ_CLIP.MODEL_NAME = ["ViT-L-14-336"]
+_C.MODEL.MASQ_CLIP.PRETRAINED = "openai"  # (masqclip) open_clip tag, a local checkpoint path, or "" = random
+_C.MODEL.MASQ_CLIP.SCORE_THRESHOLD = 0.8  # distillation: keep teacher masks with score > alpha
+_C.MODEL.MASQ_CLIP.NMS_THRESHOLD = 0.1  # distillation: max dice with GT < beta; dice-NMS at beta
+_C.MODEL.MASQ_CLIP.LABEL_DICE_THRESHOLD = 0.6  # (masqclip) MasQ-Tuning label assignment
+_C.MODEL.MASQ_CLIP.LOGIT_SCALE = 100.0  # (masqclip) multiplies cosine similarities
+_C.MODEL.MASQ_CLIP.TUNING = True  # (masqclip) False = frozen baseline: mask tokens use CLIP's own q proj
+_C.MODEL.MASQ_CLIP.NEW_Q_INIT = "copy"  # (masqclip) copy | random: initial new query projections
+_C.MODEL.MASQ_CLIP.USE_OBJECT_SCORE = True  # (masqclip) fuse log p_obj with CLIP log-probs
+_C.MODEL.MASQ_CLIP.VOCABULARY = []  # (masqclip) class names ("cat; kitty, dog" style); [] = dataset's
+_C.MODEL.MASQ_CLIP.TEXT_CACHE_DIR = ""  # (masqclip) "" = $MASQCLIP_CACHE or ~/.cache/masqclip/text
+_C.MODEL.MASQ_CLIP.TRAIN_MASK_SIZE = 336  # (masqclip) GT/pred masks resized to this for label assignment
+
+# ---------------------------------------------------------------------------------------------
+# Input
+# ---------------------------------------------------------------------------------------------
+_C.INPUT = CN()
+_C.INPUT.MIN_SIZE_TRAIN = (800,)
+_C.INPUT.MIN_SIZE_TRAIN_SAMPLING = "choice"
+_C.INPUT.MAX_SIZE_TRAIN = 1333
+_C.INPUT.MIN_SIZE_TEST = 800
+_C.INPUT.MAX_SIZE_TEST = 1333
+_C.INPUT.RANDOM_FLIP = "horizontal"
+_C.INPUT.FORMAT = "RGB"
+_C.INPUT.MASK_FORMAT = "polygon"
+_C.INPUT.CROP = CN()
+_C.INPUT.CROP.ENABLED = False
+_C.INPUT.CROP.TYPE = "relative_range"
+_C.INPUT.CROP.SIZE = [0.9, 0.9]
+_C.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
+_C.INPUT.DATASET_MAPPER_NAME = "coco_instance_lsj"
+_C.INPUT.COLOR_AUG_SSD = False
+_C.INPUT.SIZE_DIVISIBILITY = -1
+# Large-scale jitter
+_C.INPUT.IMAGE_SIZE = 1024
+_C.INPUT.MIN_SCALE = 0.1
+_C.INPUT.MAX_SCALE = 2.0
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+_C.DATASETS = CN()
+_C.DATASETS.TRAIN = ()
+_C.DATASETS.TEST = ()
+_C.DATASETS.PROPOSAL_FILES_TRAIN = ()
+_C.DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TRAIN = 2000
+_C.DATASETS.PROPOSAL_FILES_TEST = ()
+_C.DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TEST = 1000
+
+_C.DATALOADER = CN()
+_C.DATALOADER.NUM_WORKERS = 4
+_C.DATALOADER.ASPECT_RATIO_GROUPING = True
+_C.DATALOADER.SAMPLER_TRAIN = "TrainingSampler"
+_C.DATALOADER.REPEAT_THRESHOLD = 0.0
+_C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = True
+
+# ---------------------------------------------------------------------------------------------
+# Solver
+# ---------------------------------------------------------------------------------------------
+_C.SOLVER = CN()
+_C.SOLVER.OPTIMIZER = "ADAMW"
+_C.SOLVER.LR_SCHEDULER_NAME = "WarmupMultiStepLR"  # | WarmupPolyLR | WarmupCosineLR
+_C.SOLVER.MAX_ITER = 40000
+_C.SOLVER.BASE_LR = 0.0001
+_C.SOLVER.BASE_LR_END = 0.0
+_C.SOLVER.MOMENTUM = 0.9
+_C.SOLVER.NESTEROV = False
+_C.SOLVER.WEIGHT_DECAY = 0.05
+_C.SOLVER.WEIGHT_DECAY_NORM = 0.0
+_C.SOLVER.WEIGHT_DECAY_BIAS = None
+_C.SOLVER.WEIGHT_DECAY_EMBED = 0.0
+_C.SOLVER.BIAS_LR_FACTOR = 1.0
+_C.SOLVER.BACKBONE_MULTIPLIER = 0.1
+_C.SOLVER.GAMMA = 0.1
+_C.SOLVER.STEPS = (30000,)
+_C.SOLVER.WARMUP_FACTOR = 1.0
+_C.SOLVER.WARMUP_ITERS = 10
+_C.SOLVER.WARMUP_METHOD = "linear"
+_C.SOLVER.POLY_LR_POWER = 0.9
+_C.SOLVER.POLY_LR_CONSTANT_ENDING = 0.0
+_C.SOLVER.CHECKPOINT_PERIOD = 5000
+_C.SOLVER.CHECKPOINTS_TO_KEEP = 2  # (masqclip) periodic checkpoints kept besides model_final.pth
+_C.SOLVER.IMS_PER_BATCH = 16
+_C.SOLVER.REFERENCE_WORLD_SIZE = 0
+_C.SOLVER.CLIP_GRADIENTS = CN()
+_C.SOLVER.CLIP_GRADIENTS.ENABLED = True
+_C.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"  # full_model | value | norm
+_C.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.01
+_C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
+_C.SOLVER.AMP = CN()
+_C.SOLVER.AMP.ENABLED = True  # used on CUDA only
+_C.SOLVER.AMP.DTYPE = "float16"  # (masqclip) float16 | bfloat16
+
+# ---------------------------------------------------------------------------------------------
+# Test
+# ---------------------------------------------------------------------------------------------
+_C.TEST = CN()
+_C.TEST.EVAL_PERIOD = 0
+_C.TEST.DETECTIONS_PER_IMAGE = 100
+_C.TEST.EXPECTED_RESULTS = []
+_C.TEST.AUG = CN()
+_C.TEST.AUG.ENABLED = False
+_C.TEST.AUG.MIN_SIZES = (400, 500, 600, 700, 800, 900, 1000, 1100, 1200)
+_C.TEST.AUG.MAX_SIZE = 4000
+_C.TEST.AUG.FLIP = True
+_C.TEST.PRECISE_BN = CN()
+_C.TEST.PRECISE_BN.ENABLED = False
+_C.TEST.PRECISE_BN.NUM_ITER = 200
+
+# ---------------------------------------------------------------------------------------------
+# Misc
+# ---------------------------------------------------------------------------------------------
+_C.OUTPUT_DIR = "./output"
+_C.SEED = -1  # < 0: a fresh random seed, logged
+_C.CUDNN_BENCHMARK = False
+_C.VIS_PERIOD = 0
+_C.GLOBAL = CN()
+_C.GLOBAL.HACK = 1.0
