@@ -14,10 +14,21 @@ import sys
 from . import __version__, commands
 
 
-def _command_modules():
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
+def iter_plugin_modules(package):
+    """Import and yield every public module of ``package`` (sorted by name)."""
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
         if not info.name.startswith("_"):
-            yield importlib.import_module(f"{commands.__name__}.{info.name}")
+            yield importlib.import_module(f"{package.__name__}.{info.name}")
+
+
+def add_plugin_subparsers(parser: argparse.ArgumentParser, package, dest: str, metavar: str) -> None:
+    """One sub-parser per module of ``package``; modules define COMMAND, HELP, add_arguments, main."""
+    sub = parser.add_subparsers(dest=dest, metavar=metavar)
+    for module in iter_plugin_modules(package):
+        p = sub.add_parser(module.COMMAND, help=module.HELP, description=module.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(_main=module.main)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,12 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="MasQCLIP: open-vocabulary universal image segmentation, as reproducible pipeline steps.",
     )
     parser.add_argument("--version", action="version", version=f"masqclip {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in _command_modules():
-        p = sub.add_parser(module.COMMAND, help=module.HELP, description=module.__doc__,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-        module.add_arguments(p)
-        p.set_defaults(_main=module.main)
+    add_plugin_subparsers(parser, commands, dest="command", metavar="COMMAND")
     return parser
 
 
@@ -39,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_main", None):
-        parser.print_help()
+        parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "--help"])
         return 2
     from .config import ConfigError
 
