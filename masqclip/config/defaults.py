@@ -126,6 +126,10 @@ _C.MODEL.MASQ_CLIP.VOCABULARY = []  # (masqclip) class names ("cat; kitty, dog" 
 _C.MODEL.MASQ_CLIP.TEXT_CACHE_DIR = ""  # (masqclip) "" = $MASQCLIP_CACHE or ~/.cache/masqclip/text
 _C.MODEL.MASQ_CLIP.TRAIN_MASK_SIZE = 336  # (masqclip) GT/pred masks resized to this for label assignment
 
+# (masqclip) Progressive distillation: the student's frozen teacher.
+_C.MODEL.DISTILL = CN()
+_C.MODEL.DISTILL.TEACHER_WEIGHTS = ""  # "" = MODEL.WEIGHTS (the student starts from its teacher)
+
 # ---------------------------------------------------------------------------------------------
 # Input
 # ---------------------------------------------------------------------------------------------
