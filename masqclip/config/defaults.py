@@ -209,6 +209,10 @@ _C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
 _C.SOLVER.AMP = CN()
 _C.SOLVER.AMP.ENABLED = True  # used on CUDA only
 _C.SOLVER.AMP.DTYPE = "float16"  # (masqclip) float16 | bfloat16
+# (masqclip) engine (issue #4): progress logging and data parallelism.
+_C.SOLVER.LOG_PERIOD = 20  # (masqclip) iterations between metric rows / log lines
+_C.SOLVER.LOG_SECONDS = 60.0  # (masqclip) also write a log line when this many seconds passed
+_C.SOLVER.DDP_FIND_UNUSED_PARAMETERS = False  # (masqclip) DistributedDataParallel option
 
 # ---------------------------------------------------------------------------------------------
 # Test
@@ -235,3 +239,13 @@ _C.CUDNN_BENCHMARK = False
 _C.VIS_PERIOD = 0
 _C.GLOBAL = CN()
 _C.GLOBAL.HACK = 1.0
+
+# (masqclip) MLflow tracking (issue #4); never fatal to a job.
+_C.TRACKING = CN()
+_C.TRACKING.ENABLED = True
+_C.TRACKING.URI = ""  # "" = $MLFLOW_TRACKING_URI, else sqlite:///results/mlflow.db (relative to CWD)
+_C.TRACKING.EXPERIMENT = ""  # "" = $MLFLOW_EXPERIMENT_NAME, else "masqclip"
+_C.TRACKING.RETRIES = 3  # attempts per call before tracking is switched off for the job
+_C.TRACKING.BACKOFF_SECONDS = 0.5  # first retry delay, doubled each attempt
+_C.TRACKING.HTTP_TIMEOUT = 10  # default MLFLOW_HTTP_REQUEST_TIMEOUT (seconds) when unset
+_C.TRACKING.HTTP_RETRIES = 1  # default MLFLOW_HTTP_REQUEST_MAX_RETRIES when unset
