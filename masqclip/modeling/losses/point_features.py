@@ -46,7 +46,11 @@ def random_point_coords(batch: int, num_points: int, *, device: torch.device | s
     Returns:
         [batch, num_points, 2] ``(x, y)`` in [0, 1).
     """
-    return torch.rand(batch, num_points, 2, device=device, dtype=dtype, generator=generator)
+    if generator is None:
+        return torch.rand(batch, num_points, 2, device=device, dtype=dtype)
+    # draw on the generator's device (a CPU generator stays usable for CUDA tensors)
+    coords = torch.rand(batch, num_points, 2, device=generator.device, dtype=dtype, generator=generator)
+    return coords.to(device) if device is not None else coords
 
 
 def calculate_uncertainty(logits: Tensor) -> Tensor:

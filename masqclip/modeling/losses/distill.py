@@ -1,0 +1,84 @@
+"""Progressive distillation: which of a frozen teacher's masks become extra student targets.
+
+DESIGN section 2, stage B. For one image, the teacher's instance predictions (binary mask =
+logit > 0 at the ground-truth mask resolution; score = object probability x mean mask probability
+inside the mask) are kept when ``score > alpha`` and their dice with EVERY ground-truth mask is
+``< beta``; the survivors are de-duplicated by greedy dice-NMS at ``beta`` in descending score
+order. All dice values are computed on one shared uniformly random point sample.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..postprocess import mask_scores
+from .point_features import pairwise_dice, point_sample, random_point_coords
+
+__all__ = ["dice_nms", "select_distill_targets"]
+
+
+def dice_nms(points: Tensor, scores: Tensor, threshold: float) -> Tensor:
+    """Greedy NMS with dice overlap: visit masks by descending score, keep one whose dice with
+    every already-kept mask is below ``threshold``.
+
+    Args:
+        points: [M, P] mask values at shared points.
+        scores: [M].
+        threshold: dice at or above which a lower-scored mask is suppressed.
+
+    Returns:
+        int64 [K] indices of the kept masks, by descending score.
+    """
+    order = scores.argsort(descending=True)
+    dice = pairwise_dice(points[order], points[order])
+    kept: list[int] = []
+    for i in range(order.numel()):
+        if all(float(dice[i, j]) < threshold for j in kept):
+            kept.append(i)
+    return order[torch.as_tensor(kept, dtype=torch.int64, device=order.device)]
+
+
+@torch.no_grad()
+def select_distill_targets(
+    mask_logits: Tensor,
+    object_probs: Tensor,
+    gt_masks: Tensor,
+    *,
+    score_threshold: float,
+    nms_threshold: float,
+    num_points: int,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Teacher masks of one image to add as class-agnostic ground truth.
+
+    Args:
+        mask_logits: [Q, h, w] teacher mask logits (bilinearly resized to the gt resolution first
+            when h, w differ from it; both must cover the same image extent).
+        object_probs: [Q] teacher object probabilities (``object_scores`` of the 2-way logits).
+        gt_masks: bool/float [N, H, W] ground-truth masks (N may be 0).
+        score_threshold: alpha; keep masks with score > alpha.
+        nms_threshold: beta; keep masks with dice < beta against every gt mask, NMS at beta.
+        num_points: size of the shared random point sample for dice.
+        generator: optional RNG for the point sample.
+
+    Returns:
+        bool [M, H, W] selected masks, by descending score (M may be 0).
+    """
+    height, width = gt_masks.shape[-2:]
+    if mask_logits.shape[-2:] != (height, width):
+        mask_logits = F.interpolate(mask_logits[None].float(), size=(height, width), mode="bilinear",
+                                    align_corners=False)[0]
+    binary = mask_logits > 0  # [Q, H, W]
+    scores = object_probs.float() * mask_scores(mask_logits.float())
+    candidates = (scores > score_threshold).nonzero().flatten()
+    if candidates.numel() == 0:
+        return binary[:0]
+    coords = random_point_coords(1, num_points, device=mask_logits.device, generator=generator)
+    pred_points = point_sample(binary[candidates][None].float(), coords)[0]  # [M, P]
+    if gt_masks.shape[0]:
+        gt_points = point_sample(gt_masks[None].to(pred_points.device, torch.float32), coords)[0]  # [N, P]
+        novel = (pairwise_dice(pred_points, gt_points) < nms_threshold).all(1)
+        candidates, pred_points = candidates[novel], pred_points[novel]
+    kept = dice_nms(pred_points, scores[candidates], nms_threshold)
+    return binary[candidates[kept]]
