@@ -60,6 +60,9 @@ _C.MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS = 6
 _C.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = ["res3", "res4", "res5"]
 _C.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS = 4
 _C.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 8
+# --- (masqclip) mask generator network keys (issue 2): values Mask2Former hard-codes ---
+_C.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD = 1024  # FFN width of the deformable encoder
+# --- end (masqclip) mask generator network keys ---
 
 _C.MODEL.MASK_FORMER = CN()
 _C.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME = "MultiScaleMaskedTransformerDecoder"

@@ -1,0 +1,124 @@
+"""Small building blocks shared by the backbone and the pixel decoder (detectron2 naming).
+
+``Conv2d`` carries an optional ``norm`` and ``activation`` so parameter names come out as
+``<conv>.weight`` / ``<conv>.norm.weight``, exactly as detectron2 checkpoints store them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# GroupNorm group count used by detectron2's get_norm("GN") and Mask2Former's input projections.
+GN_NUM_GROUPS = 32
+
+
+@dataclass(frozen=True)
+class ShapeSpec:
+    """Channels and stride (w.r.t. the input image) of one feature map."""
+
+    channels: int
+    stride: int
+
+
+class FrozenBatchNorm2d(nn.Module):
+    """BatchNorm2d with fixed statistics and affine parameters (all four are buffers).
+
+    The state dict holds ``weight``, ``bias``, ``running_mean``, ``running_var`` (no
+    ``num_batches_tracked``), as detectron2's FrozenBatchNorm2d does.
+    """
+
+    def __init__(self, num_features: int, *, eps: float = 1e-5):
+        super().__init__()
+        self.num_features = num_features
+        self.eps = eps
+        self.register_buffer("weight", torch.ones(num_features))
+        self.register_buffer("bias", torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features) - eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x [B, C, H, W]. Returns: [B, C, H, W]."""
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        shift = self.bias - self.running_mean * scale
+        return x * scale.view(1, -1, 1, 1).to(x.dtype) + shift.view(1, -1, 1, 1).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}"
+
+    @classmethod
+    def convert_frozen_batchnorm(cls, module: nn.Module) -> nn.Module:
+        """Return ``module`` with every BatchNorm2d / SyncBatchNorm replaced by a frozen copy."""
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            frozen = cls(module.num_features, eps=module.eps)
+            if module.affine:
+                frozen.weight.copy_(module.weight.detach())
+                frozen.bias.copy_(module.bias.detach())
+            if module.track_running_stats:
+                frozen.running_mean.copy_(module.running_mean)
+                frozen.running_var.copy_(module.running_var)
+            return frozen
+        for name, child in module.named_children():
+            new = cls.convert_frozen_batchnorm(child)
+            if new is not child:
+                setattr(module, name, new)
+        return module
+
+
+def get_norm(norm: str, out_channels: int) -> nn.Module | None:
+    """A normalisation layer by detectron2 name: ``FrozenBN | BN | SyncBN | GN | ""`` (none).
+
+    Args:
+        norm: the config name.
+        out_channels: channels it normalises.
+    Returns:
+        the module, or None for ``""``.
+    """
+    if not norm:
+        return None
+    if norm == "BN":
+        return nn.BatchNorm2d(out_channels)
+    if norm == "SyncBN":
+        # Plain BN where no process group exists (CPU, single process); SyncBN otherwise.
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        return nn.SyncBatchNorm(out_channels) if distributed else nn.BatchNorm2d(out_channels)
+    if norm == "FrozenBN":
+        return FrozenBatchNorm2d(out_channels)
+    if norm == "GN":
+        return nn.GroupNorm(GN_NUM_GROUPS, out_channels)
+    raise ValueError(f"unknown norm {norm!r}; expected one of FrozenBN, BN, SyncBN, GN or ''")
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` followed by an optional ``norm`` module and ``activation`` callable."""
+
+    def __init__(self, *args, norm: nn.Module | None = None, activation: Callable | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.norm = norm
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x [B, Cin, H, W]. Returns: [B, Cout, H', W']."""
+        x = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        if self.norm is not None:
+            x = self.norm(x)
+        if self.activation is not None:
+            x = self.activation(x)
+        return x
+
+
+def c2_msra_fill(module: nn.Module) -> None:
+    """Kaiming-normal (fan_out, ReLU) weights and zero bias, as Caffe2's MSRAFill."""
+    nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+    if module.bias is not None:
+        nn.init.constant_(module.bias, 0)
+
+
+def c2_xavier_fill(module: nn.Module) -> None:
+    """Caffe2's XavierFill: uniform with a = sqrt(3 / fan_in) (kaiming_uniform, a=1), zero bias."""
+    nn.init.kaiming_uniform_(module.weight, a=1)
+    if module.bias is not None:
+        nn.init.constant_(module.bias, 0)

@@ -1,0 +1,6 @@
+"""Meta-architectures; importing this package registers them in ``META_ARCH_REGISTRY``."""
+from .build import META_ARCH_REGISTRY
+from .mask_former import MaskFormer, build_criterion
+from .mask_former_head import MaskFormerHead
+
+__all__ = ["META_ARCH_REGISTRY", "MaskFormer", "MaskFormerHead", "build_criterion"]

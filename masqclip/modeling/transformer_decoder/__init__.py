@@ -1,0 +1,7 @@
+"""Transformer decoders (Mask2Former's masked-attention decoder) and position encodings."""
+from .build import TRANSFORMER_DECODER_REGISTRY, build_transformer_decoder
+from .mask2former_transformer_decoder import MultiScaleMaskedTransformerDecoder
+from .position_encoding import PositionEmbeddingSine
+
+__all__ = ["TRANSFORMER_DECODER_REGISTRY", "MultiScaleMaskedTransformerDecoder", "PositionEmbeddingSine",
+           "build_transformer_decoder"]
