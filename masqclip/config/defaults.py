@@ -232,6 +232,16 @@ _C.TEST.AUG.FLIP = True
 _C.TEST.PRECISE_BN = CN()
 _C.TEST.PRECISE_BN.ENABLED = False
 _C.TEST.PRECISE_BN.NUM_ITER = 200
+# --- (masqclip) evaluation keys (issue 7, masqclip/evaluation/) ---
+# Class-agnostic proposal recall (the distillation diagnostic): AR@k for k in TOPK at IOU_THRESHOLD,
+# mAR@k averaged over MEAN_IOU_THRESHOLDS; reported for all, base and novel ground truth.
+_C.TEST.PROPOSAL_RECALL = CN()
+_C.TEST.PROPOSAL_RECALL.ENABLED = True  # with instance evaluation (coco evaluator_type)
+_C.TEST.PROPOSAL_RECALL.TOPK = [10, 20, 50, 100]
+_C.TEST.PROPOSAL_RECALL.IOU_THRESHOLD = 0.5
+_C.TEST.PROPOSAL_RECALL.MEAN_IOU_THRESHOLDS = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
+_C.TEST.INFERENCE_LOG_PERIOD = 50  # inference_on_dataset logs progress every this many batches
+# --- end (masqclip) evaluation keys ---
 
 # ---------------------------------------------------------------------------------------------
 # Misc
