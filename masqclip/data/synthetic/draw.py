@@ -59,7 +59,7 @@ SHAPES: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "ellipse": lambda x, y: x * x + (y / 0.6) ** 2 <= 1.0,
     "square": lambda x, y: (np.abs(x) <= 0.8) & (np.abs(y) <= 0.8),
     "diamond": lambda x, y: np.abs(x) + np.abs(y) / 0.7 <= 1.0,
-    "triangle": lambda x, y: polygon_inside(x, y + 0.2, regular_polygon(3) * 1.15),
+    "triangle": lambda x, y: polygon_inside(x, y, regular_polygon(3)),
     "pentagon": lambda x, y: polygon_inside(x, y, regular_polygon(5)),
     "hexagon": lambda x, y: polygon_inside(x, y, regular_polygon(6, phase=0.0)),
     "star": lambda x, y: polygon_inside(x, y, star_polygon(5, 0.45)),
