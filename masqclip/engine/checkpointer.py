@@ -1,0 +1,161 @@
+"""Training checkpoints: periodic files, ``last_checkpoint``, and resume with the full trainer state.
+
+File I/O goes through ``masqclip.checkpoint`` (``save_checkpoint`` is atomic: temp file + rename;
+``load_checkpoint`` reports missing/unexpected keys). A training checkpoint holds ``model``,
+``iteration``, ``optimizer``, ``scheduler``, ``scaler`` and ``rng`` (the RNG states of every rank).
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..utils.logger import get_logger
+from .launch import get_rank, get_world_size
+
+LAST_CHECKPOINT = "last_checkpoint"
+FINAL_NAME = "model_final"
+PERIODIC_PATTERN = re.compile(r"model_(\d{7})\.pth$")
+
+
+def periodic_name(iteration: int) -> str:
+    return f"model_{iteration:07d}"
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel wrapper (or ``model`` itself)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def rng_state() -> dict:
+    """Python, NumPy, torch (and CUDA) RNG states as plain lists/tensors (safe for weights_only loads)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {"python": {"version": version, "state": list(internal), "gauss_next": gauss_next},
+             "numpy": {"kind": kind, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss),
+                       "gauss": float(gauss)},
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Inverse of ``rng_state``."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(x) for x in py["state"]), py["gauss_next"]))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], np.asarray(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"].cpu() if hasattr(state["torch"], "cpu") else state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _gather_rng() -> list[dict]:
+    """Every rank's RNG state (collective under DDP)."""
+    if get_world_size() == 1:
+        return [rng_state()]
+    states: list = [None] * get_world_size()
+    dist.all_gather_object(states, rng_state())
+    return states
+
+
+def _write_text_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+class Checkpointer:
+    """Saves and restores the model plus the objects that make a run resumable.
+
+    Args:
+        model: the model (DDP wrappers are unwrapped).
+        output_dir: where checkpoints and ``last_checkpoint`` live.
+        optimizer, scheduler, scaler: saved and restored with ``state_dict`` when given.
+        keep: periodic checkpoints kept (older ones are deleted); ``model_final.pth`` is never deleted.
+    """
+
+    def __init__(self, *, model: nn.Module, output_dir: str, optimizer=None, scheduler=None, scaler=None,
+                 keep: int = 2):
+        self.model, self.output_dir = model, output_dir
+        self.objects = {"optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
+        self.keep = keep
+        self.logger = get_logger("engine")
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.output_dir, f"{name}.pth")
+
+    def save(self, name: str, iteration: int) -> str | None:
+        """Write ``<name>.pth`` and point ``last_checkpoint`` at it (rank 0; collective under DDP).
+
+        Returns:
+            The path written (None on ranks other than 0).
+        """
+        from ..checkpoint import save_checkpoint
+
+        rng = _gather_rng()
+        if get_rank() != 0:
+            return None
+        extra = {k: obj.state_dict() for k, obj in self.objects.items() if obj is not None}
+        path = self.path(name)
+        save_checkpoint(path, unwrap(self.model), iteration=iteration, rng=rng, **extra)
+        _write_text_atomic(os.path.join(self.output_dir, LAST_CHECKPOINT), os.path.basename(path))
+        self._prune()
+        self.logger.info("saved checkpoint %s (iteration %d)", path, iteration)
+        return path
+
+    def _prune(self) -> None:
+        periodic = sorted(f for f in os.listdir(self.output_dir) if PERIODIC_PATTERN.match(f))
+        for name in periodic[:max(len(periodic) - self.keep, 0)]:
+            os.remove(os.path.join(self.output_dir, name))
+
+    def last_checkpoint(self) -> str | None:
+        """The file ``last_checkpoint`` names, if it and that file exist."""
+        pointer = os.path.join(self.output_dir, LAST_CHECKPOINT)
+        if not os.path.isfile(pointer):
+            return None
+        with open(pointer, encoding="utf-8") as fh:
+            path = os.path.join(self.output_dir, fh.read().strip())
+        return path if os.path.isfile(path) else None
+
+    def resume_or_load(self, weights: str, *, resume: bool) -> int:
+        """Resume from the newest checkpoint when ``resume`` and one exists, else load ``weights``.
+
+        Returns:
+            The first iteration to run (0 unless resuming).
+        """
+        from ..checkpoint import load_checkpoint
+
+        last = self.last_checkpoint() if resume else None
+        if last is None:
+            if resume:
+                self.logger.info("--resume: no checkpoint in %s yet; starting from scratch", self.output_dir)
+            if weights:
+                missing, unexpected, _ = load_checkpoint(unwrap(self.model), weights)
+                self.logger.info("loaded weights %s (%d missing, %d unexpected keys)", weights,
+                                 len(missing), len(unexpected))
+            return 0
+        missing, unexpected, rest = load_checkpoint(unwrap(self.model), last)
+        if missing or unexpected:
+            raise RuntimeError(f"cannot resume from {last}: missing keys {missing}, unexpected keys {unexpected}")
+        for key, obj in self.objects.items():
+            if obj is not None:
+                if key not in rest:
+                    raise RuntimeError(f"cannot resume from {last}: it has no {key!r} state")
+                obj.load_state_dict(rest[key])
+        rng = rest.get("rng") or []
+        if rng:
+            if len(rng) != get_world_size():
+                self.logger.warning("checkpoint holds RNG states of %d ranks, this run has %d: using rank 0's",
+                                    len(rng), get_world_size())
+            set_rng_state(rng[get_rank()] if len(rng) == get_world_size() else rng[0])
+        iteration = int(rest["iteration"])
+        self.logger.info("resumed from %s: continuing at iteration %d", last, iteration + 1)
+        return iteration + 1

@@ -1,0 +1,117 @@
+"""Training loop on a toy model: learning, checkpoints, resume equivalence, NaN stop, progress output."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine_toys import RaiseAt, ToyModel, run_toy, toy_batches, toy_cfg
+from masqclip.checkpoint import load_checkpoint
+from masqclip.engine.defaults import build_trainer
+from masqclip.engine.trainer import AMPTrainer, SimpleTrainer
+
+TESTS = Path(__file__).resolve().parent
+
+
+def _assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), f"{k} differs"
+
+
+def test_training_learns_and_writes_outputs(tmp_path):
+    model, final = run_toy(toy_cfg(tmp_path, **{"SOLVER.MAX_ITER": 40, "SOLVER.STEPS": (30,),
+                                                "SOLVER.CHECKPOINT_PERIOD": 10}))
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == list(range(1, 40, 2))
+    for key in ("total_loss", "loss_mse", "loss_l1", "lr", "time", "eta_seconds", "data_time"):
+        assert key in rows[0]
+    assert rows[-1]["total_loss"] < 0.5 * rows[0]["total_loss"]
+    assert rows[-1]["eta_seconds"] == 0.0
+    assert rows[-1]["lr"] == pytest.approx(0.01 * 0.1)  # after the step at 30
+    # keeps the last 2 periodic checkpoints + model_final; last_checkpoint names model_final
+    files = sorted(p.name for p in tmp_path.glob("*.pth"))
+    assert files == ["model_0000019.pth", "model_0000029.pth", "model_final.pth"]
+    assert (tmp_path / "last_checkpoint").read_text().strip() == "model_final.pth"
+    saved = torch.load(tmp_path / "model_final.pth", map_location="cpu", weights_only=False)
+    assert saved["iteration"] == 39 and {"optimizer", "scheduler", "rng", "model"} <= saved.keys()
+    for k, v in model.state_dict().items():
+        assert torch.equal(saved["model"][k], v)
+    metrics = json.loads((tmp_path / "train_metrics.json").read_text())
+    assert metrics["metrics"]["iterations"] == 40 and metrics["metrics"]["total_loss"] == final["total_loss"]
+    assert (tmp_path / "config.yaml").read_text().count("MAX_ITER: 40") == 1
+    # not a terminal: periodic log lines with iter, losses, lr, s/iter, ETA
+    log = (tmp_path / "log.txt").read_text()
+    assert "iter 2/40" in log and "total_loss" in log and "s/iter" in log and "ETA" in log
+
+
+def test_resume_after_exception_gives_identical_weights(tmp_path):
+    full, _ = run_toy(toy_cfg(tmp_path / "full"))
+    cfg = toy_cfg(tmp_path / "cut")
+    with pytest.raises(KeyboardInterrupt):
+        run_toy(cfg, extra_hooks=[RaiseAt(5)])
+    assert (tmp_path / "cut" / "last_checkpoint").read_text().strip() == "model_0000003.pth"
+    assert not (tmp_path / "cut" / "model_final.pth").exists()
+    resumed, final = run_toy(cfg, resume=True)
+    assert final["start_iter"] == 4
+    _assert_same_weights(full, resumed)
+
+
+def test_resume_after_sigkill_gives_identical_weights(tmp_path):
+    full, _ = run_toy(toy_cfg(tmp_path / "full"))
+    out = tmp_path / "killed"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, str(TESTS / "engine_toys.py"), str(out), "0.25"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    try:
+        while not (out / "model_0000003.pth").exists():
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "no checkpoint after 60 s"
+            time.sleep(0.05)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "model_final.pth").exists(), "the run finished before it was killed"
+    resumed, final = run_toy(toy_cfg(out), resume=True)
+    assert final["start_iter"] in (4, 8)
+    _assert_same_weights(full, resumed)
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path):
+    with pytest.raises(FloatingPointError, match=r"iteration 6: .*loss_l1=(nan|inf).*loss_mse=(nan|inf)") as err:
+        run_toy(toy_cfg(tmp_path), bad_iters=(6,))
+    assert "model_0000003.pth" in str(err.value)
+    assert (tmp_path / "last_checkpoint").read_text().strip() == "model_0000003.pth"
+    assert not (tmp_path / "model_final.pth").exists()
+    model = ToyModel()
+    missing, unexpected, rest = load_checkpoint(model, str(tmp_path / "model_0000003.pth"))
+    assert not missing and not unexpected and rest["iteration"] == 3
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values())
+
+
+def test_amp_trainer_paths_on_cpu(tmp_path):
+    cfg = toy_cfg(tmp_path)
+    model = ToyModel()
+    opt = torch.optim.AdamW(model.parameters(), lr=0.01)
+    trainer, scaler = build_trainer(cfg, model=model, data_loader=(), optimizer=opt, device=torch.device("cpu"))
+    assert type(trainer) is SimpleTrainer and scaler is None  # AMP is for CUDA only
+    for dtype, scaler in ((torch.bfloat16, None), (torch.float16, torch.amp.GradScaler("cpu"))):
+        model = ToyModel()
+        opt = torch.optim.AdamW(model.parameters(), lr=0.01)
+        trainer = AMPTrainer(model=model, optimizer=opt, dtype=dtype, grad_scaler=scaler, device_type="cpu",
+                             data_loader=toy_batches(seed=1, global_batch=8),
+                             grad_clipper=lambda ps: torch.nn.utils.clip_grad_norm_(list(ps), 1.0))
+        trainer.train(0, 30)
+        first = trainer.storage.mean_since("total_loss", 0)
+        assert trainer.storage.mean_since("total_loss", 25) < first
