@@ -1,0 +1,141 @@
+"""Plots for the results folder and the Snakemake report (matplotlib, Agg backend, PNG).
+
+- ``training_<setting>.png``: one panel per trained stage, loss against iteration (from the
+  ``metrics.jsonl`` each training job writes in its OUTPUT_DIR);
+- ``base_novel_<setting>.png``: class-agnostic base/novel recall by distillation round, and base vs
+  novel AP50 of every evaluated model variant;
+- ``clip_zero_shot.png``: the small CLIP's zero-shot crop accuracy (synthetic world only).
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from .plan import FROZEN_CLIP, MAIN_VARIANT, NO_OBJECT_SCORE
+from .tables import best_recall, metric
+
+ITERATION_KEYS = ("iteration", "iter", "step")
+TOTAL_LOSS_KEYS = ("total_loss", "loss")
+FIGURE_DPI = 100
+PANEL_SIZE = (4.0, 3.0)  # inches per subplot
+
+
+def planned_plots(settings: list[str], has_clip: bool) -> list[str]:
+    """File names (under ``results/plots``) that :func:`make_plots` writes for a config."""
+    names = [f"training_{s}.png" for s in settings]
+    names += [f"base_novel_{s}.png" for s in settings if s == "base-novel"]
+    return names + (["clip_zero_shot.png"] if has_clip else [])
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def read_training_curve(path: str | Path) -> tuple[list[float], list[float]]:
+    """(iterations, total loss) from a ``metrics.jsonl``; the total is ``total_loss`` when logged,
+    else the sum of the ``loss*`` terms. Lines without an iteration or a loss are skipped."""
+    xs, ys = [], []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            rec = json.loads(line)
+            x = next((rec[k] for k in ITERATION_KEYS if k in rec), None)
+            y = next((rec[k] for k in TOTAL_LOSS_KEYS if k in rec), None)
+            if y is None:
+                terms = [v for k, v in rec.items() if k.startswith("loss") and isinstance(v, (int, float))]
+                y = sum(terms) if terms else None
+            if x is not None and y is not None:
+                xs.append(float(x))
+                ys.append(float(y))
+    return xs, ys
+
+
+def plot_training_curves(curves: dict[str, str | Path], output: str | Path, title: str) -> None:
+    """One panel per ``{stage label: metrics.jsonl path}``, in the given order."""
+    plt = _pyplot()
+    n = max(1, len(curves))
+    fig, axes = plt.subplots(1, n, figsize=(PANEL_SIZE[0] * n, PANEL_SIZE[1]), squeeze=False)
+    for ax, (label, path) in zip(axes[0], curves.items()):
+        xs, ys = read_training_curve(path)
+        ax.plot(xs, ys, lw=1)
+        ax.set_title(label)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("total loss")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(output, dpi=FIGURE_DPI)
+    plt.close(fig)
+
+
+def plot_base_novel(metrics: dict, *, setting: str, rounds: int, test: str, output: str | Path) -> None:
+    """Left: class-agnostic recall (base, novel) per round. Right: base vs novel AP50 per variant."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(PANEL_SIZE[0] * 2.5, PANEL_SIZE[1]))
+    xs = list(range(rounds + 1))
+    for split in ("base", "novel"):
+        left.plot(xs, [best_recall(metrics.get((setting, f"proposals-r{r}", "proposals")), split)[1] or float("nan")
+                       for r in xs], marker="o", label=split)
+    left.set_xticks(xs)
+    left.set_xlabel("distillation round (0 = teacher)")
+    left.set_ylabel("class-agnostic recall")
+    left.legend()
+    left.grid(alpha=0.3)
+    variants = [FROZEN_CLIP, NO_OBJECT_SCORE] + [f"round{r}" for r in range(rounds)] + [MAIN_VARIANT]
+    variants = [v for v in variants if (setting, v, test) in metrics]
+    width = 0.4
+    for offset, (split, key) in zip((-width / 2, width / 2), (("base", "AP50_base"), ("novel", "AP50_novel"))):
+        vals = [metric(metrics[(setting, v, test)], "segm", key) or 0.0 for v in variants]
+        right.bar([i + offset for i in range(len(variants))], vals, width, label=split)
+    right.set_xticks(range(len(variants)))
+    right.set_xticklabels(variants, rotation=20, fontsize=8)
+    right.set_ylabel(f"AP50 ({test})")
+    right.legend()
+    fig.suptitle(f"base vs novel ({setting})")
+    fig.tight_layout()
+    fig.savefig(output, dpi=FIGURE_DPI)
+    plt.close(fig)
+
+
+def _accuracies(data, prefix: str = "") -> dict[str, float]:
+    """Every numeric leaf whose key mentions accuracy, flattened as ``a.b`` names."""
+    out = {}
+    for key, value in (data.items() if isinstance(data, dict) else ()):
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_accuracies(value, name + "."))
+        elif isinstance(value, (int, float)) and re.search("acc", name, re.I):
+            out[name] = float(value)
+    return out
+
+
+def plot_clip_zero_shot(metrics_file: str | Path, output: str | Path) -> None:
+    """Horizontal bars of every accuracy figure in the CLIP pre-training metrics JSON."""
+    plt = _pyplot()
+    with open(metrics_file, encoding="utf-8") as fh:
+        accs = _accuracies(json.load(fh))
+    if not accs:
+        raise ValueError(f"{metrics_file}: no accuracy figures found")
+    fig, ax = plt.subplots(figsize=(PANEL_SIZE[0] * 1.5, max(PANEL_SIZE[1], 0.3 * len(accs))))
+    ax.barh(list(accs), list(accs.values()))
+    ax.set_xlabel("zero-shot crop accuracy")
+    ax.set_title("small CLIP, zero-shot on held-out crops")
+    fig.tight_layout()
+    fig.savefig(output, dpi=FIGURE_DPI)
+    plt.close(fig)
+
+
+def clip_metrics_file(clip_weights: str | Path) -> Path:
+    """The metrics JSON ``masqclip pretrain-clip`` writes beside its checkpoint."""
+    found = sorted(Path(clip_weights).parent.glob("*.json"))
+    if not found:
+        raise FileNotFoundError(f"no metrics JSON beside {clip_weights}")
+    return found[0]

@@ -1,0 +1,241 @@
+"""Result tables in the paper's layout, built from the metrics JSONs that ``masqclip eval`` writes.
+
+A metrics file sits at ``<results>/metrics/<setting>/<variant>/<test>.json`` (see
+``masqclip.results.plan``); its ``results`` hold ``{"segm"|"panoptic_seg"|"sem_seg"|"proposals": {...}}``
+percentages. Each builder returns a :class:`Table`; :func:`write_tables` writes Markdown, LaTeX and CSV.
+With ``paper=True`` the paper's numbers (DESIGN section 3) and our difference to them are added.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .plan import FROZEN_CLIP, MAIN_VARIANT, NO_OBJECT_SCORE
+
+# The paper's numbers (MasQCLIP, Mask2Former R50; ICCV 2023), DESIGN.md section 3.
+PAPER_BASE_NOVEL = {"constrained base": 51.2, "constrained novel": 34.3, "generalized base": 51.0,
+                    "generalized novel": 31.9, "generalized all": 46.0}
+PAPER_CROSS_DATASET = {"A-150 mIoU": 30.4, "A-847 mIoU": 10.7, "PC-59 mIoU": 57.8, "PC-459 mIoU": 18.2,
+                       "ADE PQ": 23.3, "ADE PQ things": 21.2, "ADE PQ stuff": 27.7}
+PAPER_ROUNDS_NOVEL_AP50 = (22.6, 26.1, 31.9, 31.2)  # rounds 0, 1, 2, 3
+PAPER_OBJECT_SCORE_NOVEL_AP50 = {NO_OBJECT_SCORE: 11.3, MAIN_VARIANT: 22.6}  # measured at round 0
+OURS, PAPER, DIFF = "MasQCLIP (ours)", "MasQCLIP (paper)", "difference (ours - paper)"
+MISSING = "-"
+
+
+@dataclass
+class Table:
+    """A titled grid of numbers; ``None`` = not measured."""
+
+    name: str
+    title: str
+    columns: list[str]
+    rows: list[tuple[str, list[float | None]]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, label: str, values: list[float | None]) -> None:
+        if len(values) != len(self.columns):
+            raise ValueError(f"row {label!r} has {len(values)} values for {len(self.columns)} columns")
+        self.rows.append((label, [None if v is None or math.isnan(v) else float(v) for v in values]))
+
+    def add_paper(self, paper: dict[str, float]) -> None:
+        """Append the paper's row and the difference ours - paper (first row = ours)."""
+        ours = self.rows[0][1]
+        ref = [paper.get(c) for c in self.columns]
+        self.add(PAPER, ref)
+        self.add(DIFF, [None if a is None or b is None else a - b for a, b in zip(ours, ref)])
+
+    def value(self, row: str, column: str) -> float | None:
+        return dict(self.rows)[row][self.columns.index(column)]
+
+    # ------------------------------------------------------------------ formats
+    @staticmethod
+    def _fmt(v: float | None) -> str:
+        return MISSING if v is None else f"{v:.1f}"
+
+    def to_markdown(self) -> str:
+        head = [""] + self.columns
+        lines = [f"### {self.title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join([label] + [self._fmt(v) for v in vals]) + " |" for label, vals in self.rows]
+        lines += [""] + [f"_{n}_" for n in self.notes]
+        return "\n".join(lines).rstrip() + "\n"
+
+    def to_latex(self) -> str:
+        esc = _latex_escape
+        lines = [f"% {esc(self.title)}", "\\begin{tabular}{l" + "r" * len(self.columns) + "}", "\\toprule",
+                 " & ".join([""] + [esc(c) for c in self.columns]) + " \\\\", "\\midrule"]
+        lines += [" & ".join([esc(label)] + [self._fmt(v) for v in vals]) + " \\\\" for label, vals in self.rows]
+        lines += ["\\bottomrule", "\\end{tabular}"] + [f"% {esc(n)}" for n in self.notes]
+        return "\n".join(lines) + "\n"
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow([""] + self.columns)
+        for label, vals in self.rows:
+            writer.writerow([label] + ["" if v is None else f"{v:.4f}" for v in vals])
+        return buf.getvalue()
+
+
+def _latex_escape(text: str) -> str:
+    return re.sub(r"([&%$#_{}])", r"\\\1", text).replace("~", "\\textasciitilde{}")
+
+
+# ---------------------------------------------------------------------- metrics lookup
+def load_metrics(paths) -> dict[tuple[str, str, str], dict]:
+    """``{(setting, variant, test): results}`` from files laid out as ``.../<setting>/<variant>/<test>.json``."""
+    out = {}
+    for path in map(Path, paths):
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+        out[(path.parent.parent.name, path.parent.name, path.stem)] = data.get("results", {})
+    return out
+
+
+def metric(results: dict | None, section: str, key: str) -> float | None:
+    """``results[section][key]`` or None when the evaluation or the metric is absent."""
+    if not results:
+        return None
+    value = results.get(section, {}).get(key)
+    return None if value is None else float(value)
+
+
+def novel_ap50(results: dict | None, test: str) -> float | None:
+    """Novel-class AP50 of an instance evaluation: the novel split of a generalized (all-class)
+    evaluation, or the whole AP50 of a constrained-novel one."""
+    key = "AP50_novel" if test == "generalized" else "AP50"
+    return metric(results, "segm", key)
+
+
+def best_recall(results: dict | None, split: str = "novel") -> tuple[str, float | None]:
+    """The class-agnostic recall at the largest k reported (``AR@k_<split>``, else ``AR@k``)."""
+    props = (results or {}).get("proposals", {})
+    for suffix in (f"_{split}", ""):
+        ks = sorted((int(m.group(1)), k) for k in props if (m := re.fullmatch(rf"AR@(\d+){suffix}", k)))
+        if ks:
+            return ks[-1][1], float(props[ks[-1][1]])
+    return f"AR_{split}", None
+
+
+# ---------------------------------------------------------------------- builders
+def base_novel_table(metrics: dict, *, setting: str = "base-novel", paper: bool = False) -> Table:
+    """Constrained base/novel and generalized base/novel/all mask AP50 of the final model."""
+    table = Table("base_novel", "Open-vocabulary instance segmentation, base-novel split (mask AP50)",
+                  list(PAPER_BASE_NOVEL))
+    get = lambda test: metrics.get((setting, MAIN_VARIANT, test))  # noqa: E731
+    table.add(OURS, [metric(get("constrained_base"), "segm", "AP50"),
+                     metric(get("constrained_novel"), "segm", "AP50"),
+                     metric(get("generalized"), "segm", "AP50_base"),
+                     metric(get("generalized"), "segm", "AP50_novel"),
+                     metric(get("generalized"), "segm", "AP50")])
+    if paper:
+        table.add_paper(PAPER_BASE_NOVEL)
+    return table
+
+
+def cross_dataset_table(metrics: dict, *, setting: str = "cross-dataset", paper: bool = False) -> Table:
+    """Semantic mIoU on A-150/A-847/PC-59/PC-459 and ADE20K-150 panoptic PQ (things, stuff)."""
+    table = Table("cross_dataset", "Cross-dataset open-vocabulary segmentation (trained on COCO panoptic)",
+                  list(PAPER_CROSS_DATASET))
+    get = lambda test: metrics.get((setting, MAIN_VARIANT, test))  # noqa: E731
+    a150 = metric(get("ade150"), "sem_seg", "mIoU")
+    if a150 is None:  # the panoptic evaluation of ADE20K-150 also reports mIoU
+        a150 = metric(get("ade150_panoptic"), "sem_seg", "mIoU")
+    pan = get("ade150_panoptic")
+    table.add(OURS, [a150, metric(get("ade847"), "sem_seg", "mIoU"), metric(get("pc59"), "sem_seg", "mIoU"),
+                     metric(get("pc459"), "sem_seg", "mIoU"), metric(pan, "panoptic_seg", "PQ"),
+                     metric(pan, "panoptic_seg", "PQ_th"), metric(pan, "panoptic_seg", "PQ_st")])
+    if paper:
+        table.add_paper(PAPER_CROSS_DATASET)
+    return table
+
+
+def rounds_table(metrics: dict, *, setting: str, rounds: int, test: str, paper: bool = False) -> Table:
+    """Per distillation round: class-agnostic novel recall of the mask generator and novel AP50
+    after MasQ-Tuning it (round ``rounds`` is the final model)."""
+    columns = ["class-agnostic novel recall", "novel AP50"]
+    if paper:
+        columns.append("novel AP50 (paper)")
+    table = Table(f"ablation_rounds_{setting}", f"Progressive distillation rounds ({setting})", columns)
+    recall_key = None
+    for rnd in range(rounds + 1):
+        key, recall = best_recall(metrics.get((setting, f"proposals-r{rnd}", "proposals")))
+        recall_key = recall_key or (key if recall is not None else None)
+        variant = MAIN_VARIANT if rnd == rounds else f"round{rnd}"
+        row = [recall, novel_ap50(metrics.get((setting, variant, test)), test)]
+        if paper:
+            row.append(PAPER_ROUNDS_NOVEL_AP50[rnd] if rnd < len(PAPER_ROUNDS_NOVEL_AP50) else None)
+        table.add("teacher (round 0)" if rnd == 0 else f"student round {rnd}", row)
+    table.notes.append(f"recall = {recall_key or 'AR'} (proposals); novel AP50 on the '{test}' test")
+    return table
+
+
+def object_score_table(metrics: dict, *, setting: str, tests: list[str], paper: bool = False) -> Table:
+    """Novel AP50 with CLIP scores only vs fused with the mask generator's object score."""
+    columns = [f"novel AP50 ({t})" for t in tests] + (["novel AP50 (paper, round 0)"] if paper else [])
+    table = Table(f"ablation_object_score_{setting}", f"Object-score fusion ({setting})", columns)
+    for label, variant in (("CLIP scores only", NO_OBJECT_SCORE), ("with object score", MAIN_VARIANT)):
+        row = [novel_ap50(metrics.get((setting, variant, t)), t) for t in tests]
+        table.add(label, row + ([PAPER_OBJECT_SCORE_NOVEL_AP50[variant]] if paper else []))
+    return table
+
+
+INSTANCE_COLUMNS = {  # test role -> (column label, segm metric)
+    "generalized": (("base AP50", "AP50_base"), ("novel AP50", "AP50_novel"), ("all AP50", "AP50")),
+    "constrained_base": (("base AP50", "AP50"),),
+    "constrained_novel": (("novel AP50", "AP50"),),
+}
+
+
+def frozen_clip_table(metrics: dict, *, setting: str, tests: list[str]) -> Table:
+    """Frozen CLIP query projections for the mask tokens vs MasQ-Tuning (AP50 per split and test)."""
+    columns = [(t, label, key) for t in tests for label, key in INSTANCE_COLUMNS[t]]
+    table = Table(f"ablation_frozen_clip_{setting}", f"MasQ-Tuning vs frozen CLIP ({setting})",
+                  [f"{label} ({t})" for t, label, _ in columns])
+    for label, variant in (("frozen CLIP", FROZEN_CLIP), ("MasQ-Tuning", MAIN_VARIANT)):
+        table.add(label, [metric(metrics.get((setting, variant, t)), "segm", key) for t, _, key in columns])
+    return table
+
+
+def planned_tables(settings: list[str], ablations: dict) -> list[str]:
+    """Names of the tables a pipeline config produces (one file stem each)."""
+    names = [n for s, n in (("base-novel", "base_novel"), ("cross-dataset", "cross_dataset")) if s in settings]
+    for kind in ("rounds", "object_score", "frozen_clip"):
+        names += [f"ablation_{kind}_{s}" for s in ablations.get(kind, {}).get("settings", []) if s in settings]
+    return names
+
+
+def build_tables(metrics: dict, *, settings: list[str], ablations: dict, rounds: int, paper: bool) -> list[Table]:
+    """Every table of :func:`planned_tables`, in that order."""
+    tables = []
+    if "base-novel" in settings:
+        tables.append(base_novel_table(metrics, paper=paper))
+    if "cross-dataset" in settings:
+        tables.append(cross_dataset_table(metrics, paper=paper))
+    for s in ablations.get("rounds", {}).get("settings", []):
+        tables.append(rounds_table(metrics, setting=s, rounds=rounds, test=ablations["rounds"]["test"],
+                                   paper=paper and s == "base-novel"))
+    for s in ablations.get("object_score", {}).get("settings", []):
+        tables.append(object_score_table(metrics, setting=s, tests=ablations["object_score"]["tests"],
+                                         paper=paper and s == "base-novel"))
+    for s in ablations.get("frozen_clip", {}).get("settings", []):
+        tables.append(frozen_clip_table(metrics, setting=s, tests=ablations["frozen_clip"]["tests"]))
+    return [t for t in tables if t.name in planned_tables(settings, ablations)]
+
+
+def write_tables(tables: list[Table], output_dir: str | Path) -> list[Path]:
+    """``<output_dir>/<name>.{md,tex,csv}`` per table; returns the paths written."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for table in tables:
+        for ext, text in (("md", table.to_markdown()), ("tex", table.to_latex()), ("csv", table.to_csv())):
+            path = out / f"{table.name}.{ext}"
+            path.write_text(text, encoding="utf-8")
+            written.append(path)
+    return written

@@ -1,0 +1,24 @@
+# Pre-training of the small CLIP on the synthetic world's captioned crops (the stand-in for
+# web-scale CLIP pre-training). Real runs use open_clip's released weights and skip this rule.
+# Cached between workflows, hence no `benchmark:` (Snakemake refuses both on one rule).
+
+
+rule pretrain_clip:
+    input:
+        data=lambda wc: PLAN.stage("clip", "", 0, wc.sig).inputs,
+    output:
+        weights=protected(f"{R}/models/clip/{{sig}}/tiny.pt"),
+    params:
+        crops=lambda wc: f"{PLAN.data_root}/{PLAN.config['clip']['dataset']}/clip_crops",
+        args=lambda wc: flags(PLAN.config["clip"].get("args", {})),
+        seed=PLAN.seed,
+    log:
+        f"{R}/logs/clip/{{sig}}.log",
+    resources:
+        **res("clip"),
+    cache: "omit-software"
+    conda:
+        CONDA_ENV
+
+    shell:
+        "masqclip pretrain-clip --crops {params.crops} --output {output.weights} --seed {params.seed} {params.args} > {log} 2>&1"

@@ -1,0 +1,84 @@
+"""Config validation, the job plan and input functions. All of the workflow's Python lives here;
+the plan itself (which models, evaluations and tables a config asks for) is computed by
+``masqclip.results.plan`` so it can be unit-tested without Snakemake."""
+import json
+import os
+import shlex
+import uuid
+
+from snakemake.utils import validate
+
+from masqclip.results.plan import Plan, flags, format_opts
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+# One id per snakemake invocation, inherited by every job (local sub-processes and SLURM jobs
+# re-running this file see the parent's value) and written into every MLflow run as a tag.
+os.environ.setdefault("MASQCLIP_INVOCATION", uuid.uuid4().hex[:12])
+os.environ.setdefault("MLFLOW_TRACKING_URI", config["mlflow_tracking_uri"])
+os.environ.update(DETECTRON2_DATASETS=os.path.abspath(config["data_root"]))
+
+
+envvars:
+    "MASQCLIP_INVOCATION",
+    "MLFLOW_TRACKING_URI",
+    "DETECTRON2_DATASETS",
+
+
+# Checks every model config (with its overrides) through masqclip's config loader, so an unknown
+# key or a wrong type stops the workflow before any job, naming the key and the file.
+PLAN = Plan.from_config(config, check_model_configs=True)
+R = PLAN.results  # output root, "results" by default
+
+
+wildcard_constraints:
+    setting="|".join(PLAN.settings),
+    sig="[0-9a-f]{10}",
+    round=r"\d+",
+    variant="[a-z0-9-]+",
+    test="[a-z0-9_]+",
+    dataset="[a-z0-9-]+",
+    index=r"\d+",
+
+
+# Every rule's software: the project's conda environment (used with --software-deployment-method conda).
+CONDA_ENV = "../../environment.yml"
+TRAIN_OUTPUTS = ("model_final.pth", "metrics.jsonl", "train_metrics.json")
+
+
+def train_outputs(folder):
+    """Named outputs of a training job in ``folder``; the final checkpoint is write-protected."""
+    weights, curve, metrics = (f"{folder}/{name}" for name in TRAIN_OUTPUTS)
+    return {"weights": protected(weights), "curve": curve, "metrics": metrics}
+
+
+def evaluation(wc):
+    """The planned evaluation (``masqclip.results.plan.Evaluation``) the wildcards name."""
+    return PLAN.evaluation(wc.setting, wc.variant, wc.test)
+
+
+def output_dir(wildcards, output):
+    """Folder of a job's first output (OUTPUT_DIR of training, --output-dir of tables/plots)."""
+    return os.path.dirname(output[0])
+
+
+def res(stage):
+    """Resources of a stage (``resources.default`` updated by ``resources.<stage>``)."""
+    return PLAN.resources(stage)
+
+
+def launcher(wildcards, resources):
+    """``masqclip`` for one process, ``torchrun`` over all GPUs of the job when it has several."""
+    if int(resources.gpu) > 1:
+        return f"torchrun --standalone --nproc-per-node {resources.gpu} -m masqclip.cli"
+    return "masqclip"
+
+
+def stage_of(wildcards, kind):
+    """The planned model (a ``masqclip.results.plan.Stage``) the wildcards name; refuses a stale
+    signature so an old path can never be rebuilt from the current config."""
+    return PLAN.stage(kind, wildcards.setting, int(getattr(wildcards, "round", 0)), wildcards.sig)
+
+
+def final_targets(wildcards=None):
+    return PLAN.final_targets()

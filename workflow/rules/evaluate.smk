@@ -1,0 +1,28 @@
+# One `masqclip eval` job per (setting, model variant, test set) the config plans: the final model
+# on every test set, and the ablation variants (object score off, frozen CLIP, earlier rounds,
+# class-agnostic recall per round). Eval-time switches are config overrides, so they need no
+# training; the metrics JSON is what the tables read (never MLflow).
+
+
+rule evaluate:
+    input:
+        config=lambda wc: evaluation(wc).config,
+        weights=lambda wc: evaluation(wc).weights,
+        data=lambda wc: evaluation(wc).inputs,
+    output:
+        metrics=f"{R}/metrics/{{setting}}/{{variant}}/{{test}}.json",
+    params:
+        dataset=lambda wc: evaluation(wc).dataset,
+        opts=lambda wc: format_opts(evaluation(wc).opts),
+        config_sig=lambda wc: evaluation(wc).config_sig,  # re-run when the YAML or its _BASE_ changes
+    log:
+        f"{R}/logs/eval/{{setting}}/{{variant}}/{{test}}.log",
+    benchmark:
+        f"{R}/benchmarks/eval/{{setting}}/{{variant}}/{{test}}.tsv"
+    resources:
+        **res("evaluate"),
+    conda:
+        CONDA_ENV
+
+    shell:
+        "masqclip eval --config-file {input.config} --dataset {params.dataset} --output {output.metrics} MODEL.WEIGHTS {input.weights} {params.opts} > {log} 2>&1"

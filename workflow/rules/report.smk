@@ -1,0 +1,100 @@
+# Tables (Markdown, LaTeX, CSV), plots and qualitative overlays; all in the HTML report of
+# `snakemake --report results/report.html`.
+
+
+localrules:
+    tables,
+    plots,
+
+
+rule tables:
+    input:
+        metrics=[e.path for e in PLAN.evaluations],
+    output:
+        report(
+            PLAN.table_files(),
+            caption="../report/tables.rst",
+            category="Tables",
+        ),
+    params:
+        settings=" ".join(PLAN.settings),
+        rounds=PLAN.rounds,
+        ablations=shlex.quote(json.dumps(config.get("ablations", {}))),
+        paper="--paper" if config["paper_numbers"] else "",
+        outdir=output_dir,
+    log:
+        f"{R}/logs/tables.log",
+    benchmark:
+        f"{R}/benchmarks/tables.tsv"
+    resources:
+        **res("report"),
+    conda:
+        CONDA_ENV
+
+    shell:
+        "masqclip results tables --output-dir {params.outdir} --settings {params.settings} --rounds {params.rounds} --ablations {params.ablations} {params.paper} {input.metrics} > {log} 2>&1"
+
+
+rule plots:
+    input:
+        metrics=[e.path for e in PLAN.evaluations],
+        curves=[f"{s.folder}/metrics.jsonl" for k in ("teacher", "student", "tuning") for s in PLAN.stages_of(k)],
+        clip=[s.weights for s in PLAN.stages_of("clip")],
+    output:
+        report(
+            PLAN.plot_files(),
+            caption="../report/plots.rst",
+            category="Plots",
+        ),
+    params:
+        settings=" ".join(PLAN.settings),
+        rounds=PLAN.rounds,
+        ablations=shlex.quote(json.dumps(config.get("ablations", {}))),
+        train=" ".join(
+            f"--train {s.setting}/{os.path.basename(s.folder).rsplit('-', 1)[0]}={s.folder}/metrics.jsonl"
+            for k in ("teacher", "student", "tuning")
+            for s in PLAN.stages_of(k)
+        ),
+        clip=" ".join(f"--clip-weights {s.weights}" for s in PLAN.stages_of("clip")),
+        outdir=output_dir,
+    log:
+        f"{R}/logs/plots.log",
+    benchmark:
+        f"{R}/benchmarks/plots.tsv"
+    resources:
+        **res("report"),
+    conda:
+        CONDA_ENV
+
+    shell:
+        "masqclip results plots --output-dir {params.outdir} --settings {params.settings} --rounds {params.rounds} --ablations {params.ablations} {params.train} {params.clip} {input.metrics} > {log} 2>&1"
+
+
+rule qualitative:
+    input:
+        config=lambda wc: PLAN.stages[("tuning", wc.setting, PLAN.rounds)].config,
+        weights=lambda wc: PLAN.stages[("tuning", wc.setting, PLAN.rounds)].weights,
+        data=lambda wc: [PLAN.prepared(d) for d in config["settings"][wc.setting]["datasets"]],
+    output:
+        report(
+            f"{R}/plots/qualitative/{{setting}}/{{index}}.png",
+            caption="../report/qualitative.rst",
+            category="Qualitative",
+            subcategory="{setting}",
+        ),
+    params:
+        image=lambda wc: f"{PLAN.data_root}/{config['qualitative'][wc.setting][int(wc.index)]}",
+        opts=lambda wc: format_opts(
+            {**PLAN.stages[("tuning", wc.setting, PLAN.rounds)].model_overrides, **PLAN.clip_opts()}
+        ),
+    log:
+        f"{R}/logs/qualitative/{{setting}}/{{index}}.log",
+    benchmark:
+        f"{R}/benchmarks/qualitative/{{setting}}/{{index}}.tsv"
+    resources:
+        **res("evaluate"),
+    conda:
+        CONDA_ENV
+
+    shell:
+        "masqclip predict --config-file {input.config} --weights {input.weights} --image {params.image} --output {output} {params.opts} > {log} 2>&1"
