@@ -157,6 +157,10 @@ _C.INPUT.SIZE_DIVISIBILITY = -1
 _C.INPUT.IMAGE_SIZE = 1024
 _C.INPUT.MIN_SCALE = 0.1
 _C.INPUT.MAX_SCALE = 2.0
+# (masqclip) LSJ padding (masqclip/data/transforms.py, mapper.py): where the LSJ crop window extends
+# past the resized image, the image is filled with this value (detectron2 FixedSizeCrop's default),
+# instance masks with 0 and sem_seg with MODEL.SEM_SEG_HEAD.IGNORE_VALUE.
+_C.INPUT.LSJ_PAD_VALUE = 128.0
 
 # ---------------------------------------------------------------------------------------------
 # Data
