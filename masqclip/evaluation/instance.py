@@ -37,6 +37,7 @@ def records_to_coco(records: list[dict], metadata) -> dict:
                        "file_name": rec.get("file_name", "")})
         for ann in rec.get("annotations", []):
             rle = annotation_to_rle(ann["segmentation"], rec["height"], rec["width"])
+            rle = {"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")}  # JSON-ready
             cat = ann.get("dataset_category_id", to_dataset.get(ann["category_id"], ann["category_id"]))
             annotations.append({"id": len(annotations) + 1, "image_id": rec["image_id"], "category_id": cat,
                                 "segmentation": rle, "area": float(mask_util.area(rle)), "bbox": ann.get("bbox", [0, 0, 0, 0]),
@@ -133,7 +134,7 @@ class InstanceSegEvaluator(DatasetEvaluator):
             results = {k: 0.0 for k in COCO_STATS}
         else:
             with contextlib.redirect_stdout(io.StringIO()) as log:
-                dt = gt.loadRes(predictions)
+                dt = gt.loadRes([dict(p) for p in predictions])  # loadRes edits its input
                 coco_eval = COCOeval(gt, dt, iouType="segm")
                 coco_eval.params.imgIds = sorted(set(image_ids))
                 coco_eval.params.maxDets = [1, 10, self.max_dets]

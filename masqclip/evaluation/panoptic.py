@@ -90,9 +90,8 @@ class PanopticEvaluator(DatasetEvaluator):
             for p in predictions:
                 (Path(pred_folder) / p["file_name"]).write_bytes(p["png"])
                 annotations.append({k: p[k] for k in ("image_id", "file_name", "segments_info")})
-            stats = pq_from_files(gt_json, str(gt_folder), annotations, pred_folder)
-            if self.output_dir:
-                write_results(self.output_dir, "panoptic_predictions.json", {"annotations": annotations})
+            write_results(self.output_dir, "panoptic_predictions.json", {"annotations": annotations})
+            stats = pq_from_files(gt_json, str(gt_folder), annotations, pred_folder)  # edits annotations
         results = {}
         for name, suffix in (("All", ""), ("Things", "_th"), ("Stuff", "_st")):
             for metric in ("pq", "sq", "rq"):
