@@ -1,0 +1,97 @@
+"""The workflow's scheduling, run for real with a stand-in ``masqclip`` CLI (tests/workflow_support.py):
+every planned job runs once, a second run schedules nothing, and changing the MasQ-Tuning config
+re-runs exactly MasQ-Tuning, its evaluations, the qualitative figures, tables and plots."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import yaml
+
+from workflow_support import install_stub_cli, job_counts, scratch_config, snakemake
+
+# The embedded default, counted by hand from config/config.yaml (K = 2 rounds):
+# teacher + 2 students per setting; MasQ-Tuning of rounds 0, 1, 2 (base-novel: rounds ablation) and
+# of round 2 (cross-dataset); evaluations: base-novel 3 tests + object score off + frozen CLIP +
+# proposals of rounds 0..2 + tuned rounds 0, 1 = 10, cross-dataset 2 tests; qualitative 2 + 1.
+DEFAULT_JOBS = {"prepare": 1, "pretrain_clip": 1, "train_teacher": 2, "train_student": 4, "train_tuning": 4,
+                "evaluate": 12, "qualitative": 3, "tables": 1, "plots": 1, "all": 1}
+# After a change of the base-novel MasQ-Tuning overrides: its 3 tuning jobs, the 6 evaluations of
+# tuned models (3 tests, object score off, rounds 0 and 1; not frozen CLIP, not proposals), the
+# 2 base-novel qualitative figures, tables, plots.
+RETUNE_JOBS = {"train_tuning": 3, "evaluate": 6, "qualitative": 2, "tables": 1, "plots": 1, "all": 1}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("workflow")
+    config = scratch_config(tmp)
+    env = install_stub_cli(tmp)
+    proc = snakemake("--cores", "2", "--configfile", str(config), workdir=tmp, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return tmp, config, env, proc
+
+
+def test_first_run_runs_every_planned_job_once(finished_run):
+    _, _, _, proc = finished_run
+    assert dict(job_counts(proc.stderr + proc.stdout)) == DEFAULT_JOBS
+
+
+def test_outputs_tables_and_plots(finished_run):
+    tmp, _, _, _ = finished_run
+    tables = tmp / "results/tables"
+    for name in ("base_novel", "cross_dataset", "ablation_rounds_base-novel", "ablation_object_score_base-novel",
+                 "ablation_frozen_clip_base-novel"):
+        for ext in ("md", "tex", "csv"):
+            assert (tables / f"{name}.{ext}").stat().st_size > 0
+    # The stand-in evaluation reports AP50_base 60, AP50_novel 40, AP50 50 for every instance test.
+    row = (tables / "base_novel.csv").read_text().splitlines()[1].split(",")
+    assert row[1:] == ["50.0000", "50.0000", "60.0000", "40.0000", "50.0000"]
+    for name in ("training_base-novel", "training_cross-dataset", "base_novel_base-novel", "clip_zero_shot"):
+        assert (tmp / f"results/plots/{name}.png").stat().st_size > 1000
+    assert len(list((tmp / "results/plots/qualitative").rglob("*.png"))) == 3
+
+
+def test_commands_follow_the_cli_contract(finished_run):
+    tmp, _, _, _ = finished_run
+    calls = [json.loads(line) for line in (tmp / "calls.jsonl").read_text().splitlines()]
+    trains = [c for c in calls if c[0] == "train"]
+    assert all("--resume" in c and "OUTPUT_DIR" in c for c in trains)
+    students = [c for c in trains if "stage=student" in c]
+    for call in students:  # each student starts from, and is taught by, the previous round's model
+        weights = call[call.index("MODEL.WEIGHTS") + 1]
+        assert weights == call[call.index("MODEL.DISTILL.TEACHER_WEIGHTS") + 1]
+        assert os.path.exists(weights)
+    evals = [c for c in calls if c[0] == "eval"]
+    no_obj = [c for c in evals if "no-objscore" in c[c.index("--output") + 1]]
+    frozen = [c for c in evals if "frozen-clip" in c[c.index("--output") + 1]]
+    assert no_obj and all(c[c.index("MODEL.MASQ_CLIP.USE_OBJECT_SCORE") + 1] == "False" for c in no_obj)
+    assert frozen and all(c[c.index("MODEL.MASQ_CLIP.TUNING") + 1] == "False" for c in frozen)
+    assert all("/student2-" in c[c.index("MODEL.WEIGHTS") + 1] for c in frozen)  # no MasQ-Tuning needed
+    assert all(c[c.index("MODEL.MASQ_CLIP.PRETRAINED") + 1].endswith("tiny.pt") for c in frozen + no_obj)
+
+
+def test_second_run_schedules_nothing(finished_run):
+    tmp, config, env, _ = finished_run
+    proc = snakemake("-n", "--cores", "2", "--configfile", str(config), workdir=tmp, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_changed_tuning_config_reruns_only_tuning_and_dependants(finished_run):
+    tmp, config, env, _ = finished_run
+    cfg = yaml.safe_load(config.read_text())
+    cfg["settings"]["base-novel"]["tuning"]["overrides"] = {"SOLVER.BASE_LR": 0.0005}
+    changed = tmp / "retune.yaml"
+    changed.write_text(yaml.safe_dump(cfg))
+    dry = snakemake("-n", "--cores", "2", "--configfile", str(changed), workdir=tmp, env=env)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert dict(job_counts(dry.stdout + dry.stderr)) == RETUNE_JOBS
+    before = len((tmp / "calls.jsonl").read_text().splitlines())
+    run = snakemake("--cores", "2", "--configfile", str(changed), workdir=tmp, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    new_calls = [json.loads(x) for x in (tmp / "calls.jsonl").read_text().splitlines()[before:]]
+    trained = sorted(c[c.index("--tag") + 3] for c in new_calls if c[0] == "train")
+    assert trained == ["stage=masq-tuning"] * 3
+    assert all("SOLVER.BASE_LR" in c for c in new_calls if c[0] == "train")
