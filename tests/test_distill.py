@@ -1,9 +1,15 @@
 """Progressive-distillation target selection (and the MaskDistill student, when it can be built)."""
 from __future__ import annotations
 
+import pytest
 import torch
+import torch.nn.functional as F
 
+from masqclip.config import get_cfg
+from masqclip.modeling import build_model
 from masqclip.modeling.losses import dice_nms, select_distill_targets
+from masqclip.modeling.meta_arch import MaskDistill
+from masqclip.structures import Instances
 
 H = W = 32
 LOGIT = 8.0  # mean sigmoid inside a box mask = sigmoid(8) ~ 0.99966
@@ -80,3 +86,141 @@ def test_dice_nms_greedy_order():
     # 1 beats 0 (dice 0.8 >= 0.5); 2 is disjoint from 1
     assert dice_nms(points, torch.tensor([0.5, 0.9, 0.7]), 0.5).tolist() == [1, 2]
     assert dice_nms(points, torch.tensor([0.5, 0.9, 0.7]), 0.9).tolist() == [1, 2, 0]
+
+
+def test_valid_size_ignores_the_padding():
+    inside = box(18, 30, 18, 30)
+    straddling = box(20, 30, 0, 8)  # rows 24.. are padding when the image is 24 x 32
+    padding_only = box(26, 32, 12, 16)
+    kept = select(as_logits([inside, straddling, padding_only]), torch.tensor([0.95, 0.9, 0.99]), GT[None],
+                  valid_size=(24, 32))
+    assert kept.shape == (2, H, W)
+    assert torch.equal(kept[0], box(18, 24, 18, 30)) and torch.equal(kept[1], box(20, 24, 0, 8))
+
+
+# ---------------------------------------------------------------------------------------------
+# The MaskDistill student
+# ---------------------------------------------------------------------------------------------
+
+TINY = ["MODEL.DEVICE", "cpu", "MODEL.RESNETS.DEPTH", 18, "MODEL.RESNETS.RES2_OUT_CHANNELS", 64,
+        "MODEL.SEM_SEG_HEAD.CONVS_DIM", 32, "MODEL.SEM_SEG_HEAD.MASK_DIM", 32,
+        "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS", 1, "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS", 4,
+        "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD", 64, "MODEL.MASK_FORMER.HIDDEN_DIM", 32,
+        "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", 4, "MODEL.MASK_FORMER.NHEADS", 4,
+        "MODEL.MASK_FORMER.DIM_FEEDFORWARD", 64, "MODEL.MASK_FORMER.DEC_LAYERS", 3,
+        "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", 1024]
+
+
+def tiny_cfg(arch: str):
+    cfg = get_cfg()
+    cfg.merge_from_list(TINY + ["MODEL.META_ARCHITECTURE", arch])
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def student() -> MaskDistill:
+    torch.manual_seed(0)
+    return build_model(tiny_cfg("MaskDistill"))
+
+
+def test_teacher_is_outside_the_state_dict_but_moves_along(student):
+    teacher_keys = set(build_model(tiny_cfg("MaskFormer")).state_dict())
+    assert set(student.state_dict()) == teacher_keys == set(student.teacher.state_dict())
+    student_params = {id(p) for p in student.parameters()}
+    assert not any(id(p) in student_params for p in student.teacher.parameters())
+    assert not any(p.requires_grad for p in student.teacher.parameters())
+    student.train()
+    assert not student.teacher.training
+    student.to(torch.float64)
+    try:
+        assert next(student.teacher.parameters()).dtype == torch.float64
+    finally:
+        student.to(torch.float32)
+    assert next(student.teacher.parameters()).dtype == torch.float32
+
+
+def test_training_without_a_teacher_is_a_clear_error():
+    model = build_model(tiny_cfg("MaskDistill")).train()
+    gt = box(0, 12, 0, 12)[None]
+    batch = [{"image": torch.zeros(3, H, W), "instances": Instances((H, W), gt_classes=torch.tensor([0]), gt_masks=gt)}]
+    with pytest.raises(RuntimeError, match="load_teacher"):
+        model(batch)
+    with pytest.raises(ValueError, match="TEACHER_WEIGHTS"):
+        model.load_teacher()
+
+
+def fake_teacher_predictions(boxes_per_image, probs_per_image, padded=(64, 64)):
+    """predict_queries-style outputs: logits at 1/4 of the padded size from full-resolution boxes."""
+    out = []
+    for (boxes, size), probs in zip(boxes_per_image, probs_per_image):
+        masks = as_logits([box(*b, size=padded) for b in boxes])[:, 2::4, 2::4]  # [Q, 16, 16]
+        p = torch.tensor(probs)
+        logits = torch.stack([torch.log(p), torch.log1p(-p)], -1)  # softmax column 0 = p
+        out.append({"pred_logits": logits, "pred_masks": masks, "image_size": size, "padded_size": padded})
+    return out
+
+
+def test_student_targets_contain_exactly_the_selected_teacher_masks(student, monkeypatch):
+    # image 0: 64 x 64, one gt; image 1: 48 x 64 (padded to 64 x 64), one gt. Boxes on a 4-px grid.
+    gt0, gt1 = box(0, 24, 0, 24, (64, 64)), box(0, 16, 40, 64, (48, 64))
+    teacher = fake_teacher_predictions(
+        [([(4, 24, 4, 24), (40, 60, 40, 60), (40, 60, 0, 20), (0, 64, 0, 64)], (64, 64)),
+         ([(0, 16, 40, 64), (20, 40, 0, 20), (20, 40, 28, 44), (48, 64, 0, 64)], (48, 64))],
+        [[0.99, 0.95, 0.50, 0.10],   # overlaps gt0 / novel, kept / low score / low score
+         [0.99, 0.90, 0.93, 0.99]])  # is gt1 / novel, kept / novel, kept / padding only
+    monkeypatch.setattr(student.teacher, "predict_queries", lambda inputs: teacher)
+    seen = {}
+    original = student.criterion.forward
+
+    def spy(outputs, targets):
+        seen["targets"] = targets
+        return original(outputs, targets)
+
+    monkeypatch.setattr(student.criterion, "forward", spy)
+    batch = [{"image": torch.randint(0, 255, (3, 64, 64)).to(torch.uint8),
+              "instances": Instances((64, 64), gt_classes=torch.tensor([7]), gt_masks=gt0[None])},
+             {"image": torch.randint(0, 255, (3, 48, 64)).to(torch.uint8),
+              "instances": Instances((48, 64), gt_classes=torch.tensor([3]), gt_masks=gt1[None])}]
+    student.set_teacher(student.teacher).train()
+    out = student(batch)
+
+    def upsampled(image: int, query: int) -> torch.Tensor:
+        """The teacher's binary mask at full padded resolution (bilinear, logit > 0): rounded corners."""
+        logits = teacher[image]["pred_masks"][query][None, None]
+        return F.interpolate(logits, size=(64, 64), mode="bilinear", align_corners=False)[0, 0] > 0
+
+    t0, t1 = seen["targets"]
+    assert t0["labels"].tolist() == [0, 0] and t1["labels"].tolist() == [0, 0, 0]
+    assert torch.equal(t0["masks"], torch.stack([gt0, upsampled(0, 1)]))
+    padded_gt1 = torch.cat([gt1, torch.zeros(16, 64, dtype=torch.bool)])
+    assert torch.equal(t1["masks"], torch.stack([padded_gt1, upsampled(1, 2), upsampled(1, 1)]))  # by score
+    assert upsampled(0, 1)[40:60, 40:60].sum() == 20 * 20 - 4  # the box minus its 4 corner pixels
+    assert float(out["distill/num_extra"]) == pytest.approx(1.5)
+    losses = {k: v for k, v in out.items() if k.startswith("loss_")}
+    assert set(out) - set(losses) == {"distill/num_extra"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+
+
+def test_inference_is_maskformer_inference(student):
+    teacher_like = build_model(tiny_cfg("MaskFormer"))
+    teacher_like.load_state_dict(student.state_dict())
+    image = {"image": torch.randint(0, 255, (3, 40, 56)).to(torch.uint8), "height": 40, "width": 56}
+    student.eval(), teacher_like.eval()
+    with torch.no_grad():
+        a, b = student([image])[0]["instances"], teacher_like([image])[0]["instances"]
+    assert torch.equal(a.pred_masks, b.pred_masks) and torch.allclose(a.scores, b.scores)
+
+
+def test_load_teacher_from_a_checkpoint(tmp_path):
+    from masqclip.checkpoint import save_checkpoint
+
+    source = build_model(tiny_cfg("MaskFormer"))
+    path = tmp_path / "teacher.pth"
+    save_checkpoint(str(path), source, iteration=7)
+    cfg = tiny_cfg("MaskDistill")
+    cfg.MODEL.DISTILL.TEACHER_WEIGHTS = str(path)
+    model = build_model(cfg).load_teacher()
+    for key, value in source.state_dict().items():
+        assert torch.equal(model.teacher.state_dict()[key], value), key
+    assert not model.teacher.training and model._teacher_loaded

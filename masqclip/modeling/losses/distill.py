@@ -48,9 +48,13 @@ def select_distill_targets(
     score_threshold: float,
     nms_threshold: float,
     num_points: int,
+    valid_size: tuple[int, int] | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Teacher masks of one image to add as class-agnostic ground truth.
+
+    Since score <= object probability, queries with ``object_probs <= score_threshold`` are
+    dropped before their masks are resized (same result, far less memory).
 
     Args:
         mask_logits: [Q, h, w] teacher mask logits (bilinearly resized to the gt resolution first
@@ -60,25 +64,34 @@ def select_distill_targets(
         score_threshold: alpha; keep masks with score > alpha.
         nms_threshold: beta; keep masks with dice < beta against every gt mask, NMS at beta.
         num_points: size of the shared random point sample for dice.
+        valid_size: optional ``(h, w)`` of the real image inside a zero-padded [H, W] extent:
+            teacher mask pixels outside it are ignored (never selected, not in the score).
         generator: optional RNG for the point sample.
 
     Returns:
         bool [M, H, W] selected masks, by descending score (M may be 0).
     """
     height, width = gt_masks.shape[-2:]
-    if mask_logits.shape[-2:] != (height, width):
-        mask_logits = F.interpolate(mask_logits[None].float(), size=(height, width), mode="bilinear",
-                                    align_corners=False)[0]
-    binary = mask_logits > 0  # [Q, H, W]
-    scores = object_probs.float() * mask_scores(mask_logits.float())
-    candidates = (scores > score_threshold).nonzero().flatten()
+    probs = object_probs.float()
+    candidates = (probs > score_threshold).nonzero().flatten()
     if candidates.numel() == 0:
-        return binary[:0]
-    coords = random_point_coords(1, num_points, device=mask_logits.device, generator=generator)
-    pred_points = point_sample(binary[candidates][None].float(), coords)[0]  # [M, P]
+        return torch.zeros((0, height, width), dtype=torch.bool, device=mask_logits.device)
+    logits = mask_logits[candidates].float()
+    if logits.shape[-2:] != (height, width):
+        logits = F.interpolate(logits[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+    if valid_size is not None:
+        logits[:, valid_size[0]:, :] = float("-inf")
+        logits[:, :, valid_size[1]:] = float("-inf")
+    binary = logits > 0  # [M, H, W]
+    scores = probs[candidates] * mask_scores(logits)
+    confident = scores > score_threshold
+    binary, scores = binary[confident], scores[confident]
+    if scores.numel() == 0:
+        return binary
+    coords = random_point_coords(1, num_points, device=binary.device, generator=generator)
+    pred_points = point_sample(binary[None].float(), coords)[0]  # [M, P]
     if gt_masks.shape[0]:
         gt_points = point_sample(gt_masks[None].to(pred_points.device, torch.float32), coords)[0]  # [N, P]
         novel = (pairwise_dice(pred_points, gt_points) < nms_threshold).all(1)
-        candidates, pred_points = candidates[novel], pred_points[novel]
-    kept = dice_nms(pred_points, scores[candidates], nms_threshold)
-    return binary[candidates[kept]]
+        binary, scores, pred_points = binary[novel], scores[novel], pred_points[novel]
+    return binary[dice_nms(pred_points, scores, nms_threshold)]
