@@ -1,0 +1,75 @@
+"""Plot builders: training curves read back from metrics.jsonl, PNGs written with content, and the
+CLI producing exactly the planned files."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+
+from masqclip.results import plots
+
+
+def write_curve(path, records):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records) + "\n")
+    return path
+
+
+def test_training_curve_total_or_sum_of_loss_terms(tmp_path):
+    path = write_curve(tmp_path / "a/metrics.jsonl", [
+        {"iteration": 0, "total_loss": 5.0, "lr": 1e-4},
+        {"iteration": 1, "loss_ce": 1.0, "loss_mask": 2.0, "loss_dice": 0.5},  # no total: summed
+        {"iter": 2, "loss": 3.0},
+        {"lr": 0.1},  # no iteration, no loss: skipped
+    ])
+    assert plots.read_training_curve(path) == ([0.0, 1.0, 2.0], [5.0, 3.5, 3.0])
+
+
+def _assert_png_has_content(path):
+    image = mpimg.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    assert np.std(image[..., :3]) > 0.01  # not a blank canvas
+
+
+def test_plots_cli_writes_planned_files(tmp_path):
+    curves = [write_curve(tmp_path / f"models/{stage}/metrics.jsonl",
+                          [{"iteration": i, "total_loss": 1.0 / (i + 1)} for i in range(20)])
+              for stage in ("teacher", "student1", "masqclip-r1")]
+    metrics = []
+    for rnd in range(2):
+        p = tmp_path / f"metrics/base-novel/proposals-r{rnd}/proposals.json"
+        p.parent.mkdir(parents=True)
+        p.write_text(json.dumps({"results": {"proposals": {"AR@100_base": 70.0, "AR@100_novel": 40.0 + 10 * rnd}}}))
+        metrics.append(p)
+    for variant in ("masqclip", "frozen-clip", "round0"):
+        p = tmp_path / f"metrics/base-novel/{variant}/generalized.json"
+        p.parent.mkdir(parents=True)
+        p.write_text(json.dumps({"results": {"segm": {"AP50": 40.0, "AP50_base": 50.0, "AP50_novel": 20.0}}}))
+        metrics.append(p)
+    clip = tmp_path / "clip/tiny.pt"
+    clip.parent.mkdir()
+    clip.write_bytes(b"x")
+    (clip.parent / "tiny.json").write_text(json.dumps({"zero_shot_accuracy": 0.93, "per_category": {"acc_red": 0.8}}))
+    out = tmp_path / "plots"
+    cmd = [sys.executable, "-m", "masqclip.cli", "results", "plots", "--output-dir", str(out), "--settings",
+           "base-novel", "--rounds", "1", "--clip-weights", str(clip),
+           *[f"--train=base-novel/{c.parent.name}={c}" for c in curves], *map(str, metrics)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    expected = plots.planned_plots(["base-novel"], True)
+    assert sorted(p.name for p in out.iterdir()) == sorted(expected)
+    for name in expected:
+        _assert_png_has_content(out / name)
+
+
+def test_clip_plot_needs_accuracy_figures(tmp_path):
+    bad = tmp_path / "m.json"
+    bad.write_text(json.dumps({"loss": 1.0}))
+    with pytest.raises(ValueError, match="no accuracy"):
+        plots.plot_clip_zero_shot(bad, tmp_path / "x.png")
+    with pytest.raises(FileNotFoundError, match="no metrics JSON"):
+        plots.clip_metrics_file(tmp_path / "empty/tiny.pt")

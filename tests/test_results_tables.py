@@ -1,0 +1,129 @@
+"""Table builders on hand-written metrics JSONs: known answers for every cell, the paper rows and
+differences, and the three file formats."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+
+from masqclip.results.tables import (DIFF, OURS, PAPER, Table, base_novel_table, build_tables,
+                                     cross_dataset_table, frozen_clip_table, load_metrics, object_score_table,
+                                     planned_tables, rounds_table, write_tables)
+
+ABLATIONS = {"rounds": {"settings": ["base-novel"], "test": "generalized"},
+             "object_score": {"settings": ["base-novel"], "tests": ["generalized"]},
+             "frozen_clip": {"settings": ["base-novel"], "tests": ["generalized", "constrained_novel"]}}
+
+
+def write_metrics(root, setting, variant, test, results):
+    path = root / setting / variant / f"{test}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"dataset": "d", "config": "c.yaml", "weights": "w.pth", "results": results}))
+    return path
+
+
+@pytest.fixture
+def metrics_files(tmp_path):
+    m = tmp_path / "metrics"
+    seg = lambda ap50, base=None, novel=None: {"segm": {"AP": ap50 / 2, "AP50": ap50,  # noqa: E731
+                                                        **({"AP50_base": base, "AP50_novel": novel} if base else {})}}
+    files = [
+        write_metrics(m, "base-novel", "masqclip", "constrained_base", seg(52.0)),
+        write_metrics(m, "base-novel", "masqclip", "constrained_novel", seg(30.5)),
+        write_metrics(m, "base-novel", "masqclip", "generalized", seg(45.0, 50.0, 30.0)),
+        write_metrics(m, "base-novel", "no-objscore", "generalized", seg(35.0, 41.0, 12.0)),
+        write_metrics(m, "base-novel", "frozen-clip", "generalized", seg(20.0, 25.0, 8.0)),
+        write_metrics(m, "base-novel", "frozen-clip", "constrained_novel", seg(9.0)),
+        write_metrics(m, "base-novel", "round0", "generalized", seg(40.0, 49.0, 21.0)),
+        write_metrics(m, "base-novel", "round1", "generalized", seg(43.0, 50.0, 27.0)),
+        write_metrics(m, "cross-dataset", "masqclip", "ade150_panoptic",
+                      {"panoptic_seg": {"PQ": 22.0, "PQ_th": 20.0, "PQ_st": 26.0}, "sem_seg": {"mIoU": 29.0}}),
+        write_metrics(m, "cross-dataset", "masqclip", "ade847", {"sem_seg": {"mIoU": 11.0}}),
+        write_metrics(m, "cross-dataset", "masqclip", "pc59", {"sem_seg": {"mIoU": 55.0}}),
+        write_metrics(m, "cross-dataset", "masqclip", "pc459", {"sem_seg": {"mIoU": 19.0}}),
+    ]
+    for rnd, (novel, base) in enumerate(((41.0, 70.0), (55.0, 71.0), (61.5, 72.0))):
+        files.append(write_metrics(m, "base-novel", f"proposals-r{rnd}", "proposals",
+                                   {"proposals": {"AR@10": 1.0, "AR@100": 2.0, "AR@10_novel": 0.5,
+                                                  "AR@100_novel": novel, "AR@100_base": base}}))
+    return files
+
+
+def test_base_novel_table_known_answers(metrics_files):
+    table = base_novel_table(load_metrics(metrics_files), paper=True)
+    assert dict(table.rows)[OURS] == [52.0, 30.5, 50.0, 30.0, 45.0]
+    assert dict(table.rows)[PAPER] == [51.2, 34.3, 51.0, 31.9, 46.0]
+    assert dict(table.rows)[DIFF] == pytest.approx([0.8, -3.8, -1.0, -1.9, -1.0])
+
+
+def test_cross_dataset_table_takes_a150_from_the_panoptic_run_when_alone(metrics_files):
+    table = cross_dataset_table(load_metrics(metrics_files), paper=True)
+    assert dict(table.rows)[OURS] == [29.0, 11.0, 55.0, 19.0, 22.0, 20.0, 26.0]
+    assert table.value(DIFF, "PC-59 mIoU") == pytest.approx(55.0 - 57.8)
+    # A dedicated semantic evaluation of ADE20K-150 wins over the panoptic run's mIoU.
+    metrics = load_metrics(metrics_files)
+    metrics[("cross-dataset", "masqclip", "ade150")] = {"sem_seg": {"mIoU": 31.0}}
+    assert cross_dataset_table(metrics).value(OURS, "A-150 mIoU") == 31.0
+
+
+def test_missing_evaluations_are_blank_not_zero(metrics_files):
+    table = cross_dataset_table({})
+    assert dict(table.rows)[OURS] == [None] * 7
+    assert "| MasQCLIP (ours) | - | - |" in table.to_markdown()
+    assert table.to_csv().splitlines()[1] == "MasQCLIP (ours)" + "," * 7
+
+
+def test_rounds_table_uses_largest_k_novel_recall_and_final_model_for_round_k(metrics_files):
+    table = rounds_table(load_metrics(metrics_files), setting="base-novel", rounds=2, test="generalized", paper=True)
+    assert [label for label, _ in table.rows] == ["teacher (round 0)", "student round 1", "student round 2"]
+    assert [vals for _, vals in table.rows] == [[41.0, 21.0, 22.6], [55.0, 27.0, 26.1], [61.5, 30.0, 31.9]]
+    assert "AR@100_novel" in table.notes[0]
+
+
+def test_object_score_and_frozen_clip_tables(metrics_files):
+    metrics = load_metrics(metrics_files)
+    obj = object_score_table(metrics, setting="base-novel", tests=["generalized"], paper=True)
+    assert obj.rows == [("CLIP scores only", [12.0, 11.3]), ("with object score", [30.0, 22.6])]
+    frozen = frozen_clip_table(metrics, setting="base-novel", tests=["generalized", "constrained_novel"])
+    assert frozen.columns == ["base AP50 (generalized)", "novel AP50 (generalized)", "all AP50 (generalized)",
+                              "novel AP50 (constrained_novel)"]
+    assert frozen.rows == [("frozen CLIP", [25.0, 8.0, 20.0, 9.0]), ("MasQ-Tuning", [50.0, 30.0, 45.0, 30.5])]
+
+
+def test_formats_round_trip(tmp_path, metrics_files):
+    tables = build_tables(load_metrics(metrics_files), settings=["base-novel", "cross-dataset"], ablations=ABLATIONS,
+                          rounds=2, paper=True)
+    assert [t.name for t in tables] == planned_tables(["base-novel", "cross-dataset"], ABLATIONS)
+    written = write_tables(tables, tmp_path / "tables")
+    assert len(written) == 3 * len(tables)
+    rows = list(csv.reader(io.StringIO((tmp_path / "tables/base_novel.csv").read_text())))
+    assert rows[0] == ["", *tables[0].columns] and rows[1][1] == "52.0000" and rows[3][0] == DIFF
+    tex = (tmp_path / "tables/base_novel.tex").read_text()
+    assert "\\begin{tabular}{lrrrrr}" in tex and "MasQCLIP (ours) & 52.0 & 30.5 & 50.0 & 30.0 & 45.0 \\\\" in tex
+    md = (tmp_path / "tables/ablation_rounds_base-novel.md").read_text()
+    assert "| student round 2 | 61.5 | 30.0 | 31.9 |" in md
+
+
+def test_latex_escapes_special_characters():
+    table = Table("t", "50% of A_B & C", ["x_1"])
+    table.add("r#1", [1.0])
+    tex = table.to_latex()
+    assert "50\\% of A\\_B \\& C" in tex and "x\\_1" in tex and "r\\#1 & 1.0" in tex
+    with pytest.raises(ValueError, match="2 values for 1 columns"):
+        table.add("bad", [1.0, 2.0])
+
+
+def test_cli_writes_all_tables(tmp_path, metrics_files):
+    cmd = [sys.executable, "-m", "masqclip.cli", "results", "tables", "--output-dir", str(tmp_path / "out"),
+           "--settings", "base-novel", "cross-dataset", "--rounds", "2", "--ablations", json.dumps(ABLATIONS),
+           "--paper", *map(str, metrics_files)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert len(names) == 15 and "cross_dataset.tex" in names
+    assert "| MasQCLIP (paper) | 30.4 | 10.7 | 57.8 | 18.2 | 23.3 | 21.2 | 27.7 |" in \
+        (tmp_path / "out/cross_dataset.md").read_text()
