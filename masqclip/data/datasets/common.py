@@ -27,7 +27,7 @@ class DatasetNotFoundError(FileNotFoundError):
         self.how_to_prepare = how_to_prepare
         listing = "\n".join(f"  - {p}" for p in self.missing)
         super().__init__(
-            f"dataset {dataset!r} is not available under ${DATASETS_ENV}={datasets_root()}: missing\n"
+            f"dataset {dataset!r} is missing or incomplete; not found:\n"
             f"{listing}\nTo prepare it: {how_to_prepare}"
         )
 

@@ -1,0 +1,37 @@
+"""Helpers shared by the real-dataset preparation plugins (not a plugin: the name starts with "_")."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+from ..datasets.common import DATASETS_ENV, DEFAULT_DATASETS_ROOT, DatasetNotFoundError
+
+
+def add_root_argument(parser) -> None:
+    parser.add_argument("--root", default=None,
+                        help=f"datasets root holding the raw release and receiving the prepared files "
+                             f"(default ${DATASETS_ENV} or {DEFAULT_DATASETS_ROOT})")
+
+
+def root_from_args(args) -> Path:
+    return Path(args.root or os.environ.get(DATASETS_ENV) or DEFAULT_DATASETS_ROOT)
+
+
+def run_reporting_missing(command: str, fn: Callable[[], object]) -> int:
+    """Run a preparation; a missing raw input is one clear message and exit status 2, not a traceback."""
+    try:
+        fn()
+    except DatasetNotFoundError as err:
+        print(f"masqclip prepare {command}: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def bbox_of(mask) -> list[int]:
+    """[x, y, w, h] of a non-empty bool [H, W] numpy mask."""
+    import numpy as np
+
+    ys, xs = np.nonzero(mask)
+    return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
