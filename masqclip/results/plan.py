@@ -119,6 +119,7 @@ class Plan:
         self.seed = int(config["seed"])
         self.settings = list(config["settings"])
         self.datasets = dict(config["datasets"])
+        self._check_references()
         self.clip = self._clip_stage()
         self.stages: dict[tuple, Stage] = {}
         for setting in self.settings:
@@ -130,6 +131,33 @@ class Plan:
     @classmethod
     def from_config(cls, config: dict, *, check_model_configs: bool = False) -> "Plan":
         return cls(config=config, check_model_configs=check_model_configs)
+
+    def _check_references(self) -> None:
+        """Cross-field checks the JSON schema cannot express; errors name the field."""
+        problems = []
+        for setting in self.settings:
+            spec = self.config["settings"][setting]
+            problems += [f"settings.{setting}.datasets: {d!r} is not listed under 'datasets'"
+                         for d in spec["datasets"] if d not in self.datasets]
+        clip = self.config.get("clip")
+        if clip and clip["dataset"] not in self.datasets:
+            problems.append(f"clip.dataset: {clip['dataset']!r} is not listed under 'datasets'")
+        for kind, spec in self.config.get("ablations", {}).items():
+            for setting in spec.get("settings", []):
+                if setting not in self.settings:
+                    problems.append(f"ablations.{kind}.settings: {setting!r} is not under 'settings'")
+                    continue
+                tests = self.config["settings"][setting]["tests"]
+                wanted = spec.get("tests", []) + ([spec["test"]] if "test" in spec else [])
+                problems += [f"ablations.{kind}: test {t!r} is not under settings.{setting}.tests"
+                             for t in wanted if t not in tests]
+                if kind == "rounds" and "proposals" not in self.config["settings"][setting]:
+                    problems.append(f"ablations.rounds needs settings.{setting}.proposals (class-agnostic recall)")
+        for setting in self.config.get("qualitative", {}):
+            if setting not in self.settings:
+                problems.append(f"qualitative: {setting!r} is not under 'settings'")
+        if problems:
+            raise ValueError("invalid pipeline config:\n  " + "\n  ".join(problems))
 
     # ----------------------------------------------------------------------------- datasets
     def prepared(self, dataset: str) -> str:
