@@ -10,15 +10,14 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from pathlib import Path
 
 import numpy as np
 import pycocotools.mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from ..data.datasets.common import resolve_path
 from ..data.catalog import DatasetCatalog, MetadataCatalog
+from ..data.datasets.common import resolve_path
 from .evaluator import DatasetEvaluator, gather_on_main, write_results
 from .masks import annotation_to_rle, contiguous_to_dataset_ids, encode_masks
 

@@ -17,8 +17,8 @@ from panopticapi.evaluation import PQStat, pq_compute_single_core
 from panopticapi.utils import id2rgb
 from PIL import Image
 
-from ..data.datasets.common import resolve_path
 from ..data.catalog import MetadataCatalog
+from ..data.datasets.common import resolve_path
 from .evaluator import DatasetEvaluator, gather_on_main, write_results
 from .masks import contiguous_to_dataset_ids
 
@@ -96,6 +96,8 @@ class PanopticEvaluator(DatasetEvaluator):
         for name, suffix in (("All", ""), ("Things", "_th"), ("Stuff", "_st")):
             for metric in ("pq", "sq", "rq"):
                 results[metric.upper() + suffix] = 100.0 * float(stats[name][metric])
+        logger.info("%s panoptic (%d images): PQ %.2f (things %.2f, stuff %.2f)", self.dataset_name,
+                    len(predictions), results["PQ"], results["PQ_th"], results["PQ_st"])
         write_results(self.output_dir, "panoptic_evaluation.json",
                       {"dataset": self.dataset_name, "panoptic_seg": results})
         return {"panoptic_seg": results}
