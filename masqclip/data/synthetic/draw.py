@@ -159,8 +159,7 @@ def hsv_color(hue_deg: float, sat: float, val: float) -> np.ndarray:
 
 def mix_colors(weight: np.ndarray, primary: np.ndarray, secondary: np.ndarray) -> np.ndarray:
     """float32 [H, W, 3]: per-pixel blend ``(1 - weight) * primary + weight * secondary``."""
-    w = weight[..., None]
-    return (1.0 - w) * primary[None, None, :] + w * secondary[None, None, :]
+    return primary + weight[..., None] * (secondary - primary)
 
 
 def inner_boundary(mask: np.ndarray, width: int) -> np.ndarray:

@@ -126,12 +126,25 @@ def _paint_thing(canvas: np.ndarray, rng: np.random.Generator, cat: Category, ma
     canvas[mask] = colors[mask]
 
 
+def _sample_thing(rng: np.random.Generator, cat: Category, height: int, width: int, short: int,
+                  p: SceneParams) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray, np.ndarray]:
+    """A random pose of ``cat``: its window in the image and, inside it, its mask and frame (u, v)."""
+    radius = rng.uniform(*p.radius_range) * short
+    cx, cy, angle = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(0, 2 * math.pi)
+    stretch = rng.uniform(*p.stretch_range)
+    reach = radius * math.hypot(stretch, 1.0) + 1  # every shape fits in [-1, 1]^2 before rotation
+    y0, y1 = max(0, int(cy - reach)), min(height, int(cy + reach) + 1)
+    x0, x1 = max(0, int(cx - reach)), min(width, int(cx + reach) + 1)
+    u, v = draw.object_frame(y1 - y0, x1 - x0, cx - x0, cy - y0, angle)
+    return (slice(y0, y1), slice(x0, x1)), draw.shape_mask(cat.shape, u, v, radius, stretch), u, v
+
+
 def _finish(canvas: np.ndarray, rng: np.random.Generator, style: Style) -> np.ndarray:
     h, w = canvas.shape[:2]
     if style.light_gradient:
         u, _ = draw.object_frame(h, w, w / 2, h / 2, rng.uniform(0, 2 * math.pi))
         canvas = canvas * (1.0 + style.light_gradient * (u / max(h, w) * 2.0))[..., None]
-    canvas = canvas + rng.normal(0.0, style.noise_std, canvas.shape)
+    canvas = canvas + style.noise_std * rng.standard_normal(canvas.shape, dtype=np.float32)
     return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
 
 
@@ -167,19 +180,18 @@ def render_scene(rng: np.random.Generator, *, things: tuple[Category, ...], stuf
     short = min(height, width)
     for cat in chosen:
         for _ in range(p.placement_tries):
-            radius = rng.uniform(*p.radius_range) * short
-            u, v = draw.object_frame(height, width, rng.uniform(0, width), rng.uniform(0, height),
-                                     rng.uniform(0, 2 * math.pi))
-            mask = draw.shape_mask(cat.shape, u, v, radius, rng.uniform(*p.stretch_range))
-            area = int(mask.sum())
+            window, local, u, v = _sample_thing(rng, cat, height, width, short, p)
+            area = int(local.sum())
             if area < p.min_area:
                 continue
+            mask = np.zeros((height, width), bool)
+            mask[window] = local
             kept = [int((vis & ~mask).sum()) for _, vis, _ in placed]
             if all(k >= max(p.min_visible_fraction * full, p.min_area) for k, (_, _, full) in zip(kept, placed)):
                 for item in placed:
                     item[1] &= ~mask
                 placed.append([cat.id, mask, area])
-                _paint_thing(canvas, rng, cat, mask, u, v, scale, style, p)
+                _paint_thing(canvas[window], rng, cat, local, u, v, scale, style, p)
                 break
     image = _finish(canvas, rng, style)
     return Scene(image=image, stuff=labels, things=[(cid, vis) for cid, vis, _ in placed])
