@@ -206,7 +206,8 @@ def make_pascal_context(root: Path) -> dict:
     (src / "trainval").mkdir(parents=True, exist_ok=True)
     (src / "ImageSets/Main").mkdir(parents=True, exist_ok=True)
     (src / "labels.txt").write_text("".join(f"{k}: {n}\n" for k, n in enumerate(PASCAL_459, 1)))
-    (src / "59_labels.txt").write_text("".join(f"{k}: {n}\n" for k, n in enumerate(PASCAL_59, 1)))
+    # numbered by the 459-class index: the 59-class order is the line order
+    (src / "59_labels.txt").write_text("".join(f"{PASCAL_459.index(n) + 1}: {n}\n" for n in PASCAL_59))
     ids = ["2008_000001", "2008_000002", "2008_000003"]  # the third has no .mat: skipped
     (src / "ImageSets/Main/val.txt").write_text("\n".join(ids) + "\n")
     maps = {}

@@ -2,8 +2,8 @@
 
 Raw release (default ROOT/VOCdevkit/VOC2010, --source to change): JPEGImages/<id>.jpg (VOC 2010),
 trainval/<id>.mat (from Pascal Context's trainval.tar.gz; ``LabelMap`` uint16, 0 = unlabeled,
-k = the k-th class of labels.txt), labels.txt ("k: name", 459 lines), 59_labels.txt ("k: name",
-the 59-class subset, named as in labels.txt) and the validation list ImageSets/Main/val.txt.
+k = the k-th class of labels.txt), labels.txt ("k: name", 459 lines), 59_labels.txt (the 59-class
+subset as "k: name" lines, named as in labels.txt; line order = label order) and the validation list ImageSets/Main/val.txt.
 Output under ROOT/pascal_context_full: images/<id>.jpg, val.txt, labels_59/<id>.png (uint8,
 0..58, 255 = ignore) or labels_459/<id>.tif (uint16, 0..458, 65535 = ignore), categories_N.json.
 """
@@ -29,7 +29,7 @@ def add_arguments(parser) -> None:
 
 
 def read_labels(path: Path) -> dict[int, str]:
-    """A ``k: name`` label file -> {k: name}."""
+    """A ``k: name`` label file -> {k: name}, in the file's line order."""
     out = {}
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         m = re.match(r"\s*(\d+)\s*:\s*(.+?)\s*$", line)
@@ -59,8 +59,8 @@ def prepare_pascal_context(root: Path, num_classes: int, source: str = "", split
         lut = {k: i for i, k in enumerate(sorted(full))}
     else:
         by_name = {n: k for k, n in full.items()}
-        subset = read_labels(src / "59_labels.txt")
-        classes = [subset[k] for k in sorted(subset)]
+        # line order is label order; the numbers in 59_labels.txt are not relied on
+        classes = list(read_labels(src / "59_labels.txt").values())
         missing = [n for n in classes if n not in by_name]
         if missing:
             raise ValueError(f"59_labels.txt names {missing} are not in labels.txt")
