@@ -119,7 +119,9 @@ ADE_THING_MAP = {1: 13, 2: 20}  # instance class -> SceneParsing id (person, car
 def make_ade20k(root: Path) -> dict:
     ade = root / "ADEChallengeData2016"
     ade.mkdir(parents=True, exist_ok=True)
-    rows = ["Idx\tRatio\tTrain\tVal\tName"] + [f"{k}\t0.01\t10\t2\t{n}" for k, n in enumerate(ADE_NAMES, 1)]
+    # as the release: tab-separated, with stray spaces after some indices and names
+    rows = ["Idx\tRatio\tTrain\tVal\tName"] + [f"{k}{' ' * (k % 2)}\t0.01\t10\t2\t{n}{' ' * (k % 3 == 0)}"
+                                                 for k, n in enumerate(ADE_NAMES, 1)]
     (ade / "objectInfo150.txt").write_text("\n".join(rows) + "\n")
     (ade / "ade20k_instance_catid_mapping.txt").write_text(
         "Instacne100\tSceneParse150\tFullADE20K\n1\t\t13\t\t1831\n2\t\t20\t\t401\n2\t\t20\t\t402\n")
