@@ -38,7 +38,9 @@ class GeometricTransform:
         if (sh, sw) != self.in_size:
             image = np.asarray(Image.fromarray(image).resize((sw, sh), Image.BILINEAR))
             image = image.reshape(sh, sw, -1)
-        return self._window(image[None].transpose(0, 3, 1, 2), pad_value)[0].transpose(1, 2, 0)
+        (y0, x0), (oh, ow) = self.offset, self.out_size
+        part = image[y0:y0 + oh, x0:x0 + ow].transpose(2, 0, 1)
+        return self._place(part, pad_value).transpose(1, 2, 0)
 
     def apply_labels(self, labels: np.ndarray, pad_value: int = 0) -> np.ndarray:
         """Nearest-neighbour version for label maps.
@@ -51,14 +53,14 @@ class GeometricTransform:
         """
         if labels.shape[-2:] != self.in_size:
             raise ValueError(f"labels of size {labels.shape[-2:]} given to a transform for {self.in_size}")
-        ys = _nearest_index(self.in_size[0], self.scaled_size[0])
-        xs = _nearest_index(self.in_size[1], self.scaled_size[1])
-        return self._window(labels[..., ys, :][..., xs], pad_value)
-
-    def _window(self, scaled: np.ndarray, pad_value) -> np.ndarray:
         (y0, x0), (oh, ow) = self.offset, self.out_size
-        out = np.full(scaled.shape[:-2] + (oh, ow), pad_value, dtype=scaled.dtype)
-        part = scaled[..., y0:y0 + oh, x0:x0 + ow]
+        ys = _nearest_index(self.in_size[0], self.scaled_size[0])[y0:y0 + oh]  # only the window's rows
+        xs = _nearest_index(self.in_size[1], self.scaled_size[1])[x0:x0 + ow]
+        return self._place(labels[..., ys, :][..., xs], pad_value)
+
+    def _place(self, part: np.ndarray, pad_value) -> np.ndarray:
+        """[..., h, w] window content (h, w <= out size) -> padded bottom/right, then flipped."""
+        out = np.full(part.shape[:-2] + self.out_size, pad_value, dtype=part.dtype)
         out[..., : part.shape[-2], : part.shape[-1]] = part
         return np.flip(out, self.flip_axis).copy() if self.flip_axis is not None else out
 
