@@ -172,6 +172,7 @@ def test_json_file_ground_truth_and_no_predictions(dataset, tmp_path):
     assert res["AP50"] == pytest.approx(100.0)  # polygon ground truth decodes to the same boxes
     empty = _run(InstanceSegEvaluator(dataset_name=dataset), {i: _output([]) for i in WORLD})["segm"]
     assert empty["AP"] == 0.0 and empty["AP50"] == 0.0
+    assert empty["AP50_base"] == 0.0 and empty["AP50_novel"] == 0.0  # the table keys exist
 
 
 # ---------------------------------------------------------------------------------------------

@@ -131,6 +131,10 @@ class InstanceSegEvaluator(DatasetEvaluator):
         if not predictions:
             logger.warning("%s: no instance predictions; every AP is 0", self.dataset_name)
             results = {k: 0.0 for k in COCO_STATS}
+            with_gt = {a["category_id"] for a in gt.dataset.get("annotations", [])}
+            for tag in ("base", "novel"):
+                if with_gt & set(self.metadata.get(f"{tag}_dataset_ids") or []):
+                    results.update({f"AP50_{tag}": 0.0, f"AP_{tag}": 0.0, "AP50_all": 0.0})
         else:
             with contextlib.redirect_stdout(io.StringIO()) as log:
                 dt = gt.loadRes([dict(p) for p in predictions])  # loadRes edits its input
