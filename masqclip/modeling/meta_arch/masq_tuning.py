@@ -1,0 +1,265 @@
+"""The "MasQTuning" meta-architecture: frozen mask generator + CLIP mask class tokens (DESIGN 2, C).
+
+- ``backbone`` / ``sem_seg_head``: a frozen class-agnostic Mask2Former (always in eval mode) that
+  proposes Q masks with object scores; ``criterion`` is kept only so the state dict has the
+  official names (its ``empty_weight`` has NUM_CLASSES + 1 entries).
+- ``masqclip``: ``MasQCLIP`` (the CLIP vision tower with mask class tokens). The CLIP branch sees
+  the unnormalised padded batch / 255, bicubically resized to CLIP's square input size and
+  normalised with CLIP's mean/std; the mask logits (over the same padded extent) decide what each
+  mask token sees.
+- Logits: ``LOGIT_SCALE * cos(mask embedding, text embeddings of vocabulary + "background")``.
+- Training: each predicted mask takes the label of the ground-truth mask with the best dice
+  (prediction binarised at sigmoid > 0.5, both at TRAIN_MASK_SIZE^2) if that dice is
+  > LABEL_DICE_THRESHOLD, else "background"; loss = NLL of the log-softmax of the logits. Only the
+  new query projections and the mask embedding learn.
+- Inference: log p(class) = log p_obj (USE_OBJECT_SCORE) + log-softmax(logits), background dropped,
+  then the shared post-processing (``modeling/postprocess.py``) with the config's thresholds.
+
+Vocabularies: MODEL.MASQ_CLIP.VOCABULARY when given, else the dataset metadata (``stuff_classes``
+when present, else ``thing_classes``) of DATASETS.TRAIN[0] for training and DATASETS.TEST[0] for
+inference. ``set_vocabulary(names, thing_ids)`` switches the inference vocabulary at any time;
+text embeddings come from ``clip.text.TextEmbedder`` (disk-cached) and the text tower is not part
+of the module tree (nor of checkpoints).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ...checkpoint import read_checkpoint
+from ...data.catalog import MetadataCatalog
+from ..clip import MasQCLIP, clip_mean_std, create_clip_from_config
+from ..clip.text import TextEmbedder
+from ..postprocess import (instance_inference, object_scores, panoptic_inference, sem_seg_postprocess,
+                           semantic_inference)
+from .build import META_ARCH_REGISTRY
+from .mask_former import MaskFormer
+
+__all__ = ["MasQTuning", "assign_mask_labels", "vocabulary_from_metadata"]
+
+MASK_GENERATOR_PREFIXES = ("backbone.", "sem_seg_head.")
+LOSS_KEY = "loss_masq_ce"
+PIXEL_RANGE = 255.0  # the CLIP branch sees input / PIXEL_RANGE
+
+
+def vocabulary_from_metadata(dataset_name: str) -> tuple[list[str], list[int]]:
+    """(class names in contiguous order, contiguous thing ids) of a registered dataset."""
+    meta = MetadataCatalog.get(dataset_name)
+    names = meta.get("stuff_classes") or meta.get("thing_classes")
+    if not names:
+        raise KeyError(f"dataset {dataset_name!r} has neither stuff_classes nor thing_classes in its metadata; "
+                       "register it or set MODEL.MASQ_CLIP.VOCABULARY")
+    return list(names), list(meta.get("thing_dataset_id_to_contiguous_id", {}).values())
+
+
+def assign_mask_labels(pred_mask_logits: torch.Tensor, gt_masks: torch.Tensor, gt_classes: torch.Tensor, *,
+                       background: int, dice_threshold: float, size: int) -> torch.Tensor:
+    """Label of each predicted mask: the class of its best-dice ground truth, or background.
+
+    Args:
+        pred_mask_logits: float [Q, h, w] mask logits over the padded extent.
+        gt_masks: bool [N, Hp, Wp] ground truth over the same extent.
+        gt_classes: int64 [N] contiguous class ids.
+        background: label for unmatched masks (the vocabulary size K).
+        dice_threshold: a match needs dice > this.
+        size: both are resized (bilinear) to size x size before comparing.
+
+    Returns:
+        int64 [Q] labels in [0, K].
+    """
+    q = pred_mask_logits.shape[0]
+    labels = torch.full((q,), background, dtype=torch.int64, device=pred_mask_logits.device)
+    if gt_masks.shape[0] == 0:
+        return labels
+    pred = F.interpolate(pred_mask_logits[None].float(), size=(size, size), mode="bilinear",
+                         align_corners=False)[0].sigmoid().gt(0.5).flatten(1).float()
+    gt = F.interpolate(gt_masks[None].float(), size=(size, size), mode="bilinear",
+                       align_corners=False)[0].gt(0.5).flatten(1).float()
+    inter = pred @ gt.t()
+    dice = 2 * inter / (pred.sum(1, keepdim=True) + gt.sum(1)[None]).clamp(min=1)
+    best, index = dice.max(dim=1)
+    matched = best > dice_threshold
+    labels[matched] = gt_classes.to(labels.device)[index[matched]]
+    return labels
+
+
+@META_ARCH_REGISTRY.register()
+class MasQTuning(MaskFormer):
+    """Open-vocabulary segmentation: frozen mask proposals classified by CLIP mask class tokens."""
+
+    def __init__(self, *, masqclip: MasQCLIP, text_embedder: TextEmbedder, clip_mean: Sequence[float],
+                 clip_std: Sequence[float], logit_scale: float, label_dice_threshold: float, train_mask_size: int,
+                 use_object_score: bool, train_vocabulary: Sequence[str] | None = None,
+                 test_vocabulary: Sequence[str] | None = None, **kwargs):
+        """
+        Args:
+            masqclip: the CLIP vision tower with mask class tokens.
+            text_embedder: vocabulary -> float [K + 1, D] text embeddings ("background" last).
+            clip_mean, clip_std: CLIP's input normalisation (0-1 scale).
+            logit_scale: multiplies cosine similarities.
+            label_dice_threshold: training label assignment needs dice > this.
+            train_mask_size: masks are compared at this square size for label assignment.
+            use_object_score: add log p_obj to the CLIP log-probabilities at inference.
+            train_vocabulary / test_vocabulary: class names (synonyms ", "-separated); None = set later.
+            **kwargs: ``MaskFormer``'s constructor arguments (the mask generator).
+        """
+        super().__init__(**kwargs)
+        self.masqclip = masqclip
+        self.__dict__["text_embedder"] = text_embedder  # plain attribute: not a submodule
+        self.register_buffer("clip_mean", torch.tensor(list(clip_mean)).view(-1, 1, 1), persistent=False)
+        self.register_buffer("clip_std", torch.tensor(list(clip_std)).view(-1, 1, 1), persistent=False)
+        self.logit_scale = logit_scale
+        self.label_dice_threshold = label_dice_threshold
+        self.train_mask_size = train_mask_size
+        self.use_object_score = use_object_score
+        self.train_vocabulary = list(train_vocabulary) if train_vocabulary else None
+        self.test_vocabulary = list(test_vocabulary) if test_vocabulary else None
+        self._embedding_memo: dict[tuple[str, ...], torch.Tensor] = {}
+        for module in (self.backbone, self.sem_seg_head, self.criterion):
+            module.requires_grad_(False)
+        self.train(self.training)
+
+    @classmethod
+    def config_kwargs(cls, cfg) -> dict:
+        kwargs = super().config_kwargs(cfg)
+        mc = cfg.MODEL.MASQ_CLIP
+        clip = create_clip_from_config(cfg)
+        mean, std = clip_mean_std(clip)
+        masqclip = MasQCLIP(visual=clip.visual, new_q_init=mc.NEW_Q_INIT, tuning=mc.TUNING)
+        clip.visual = None  # the text tower stays with the embedder; the vision tower is masqclip's
+        embedder = TextEmbedder.from_clip(clip, model_name=mc.MODEL_NAME, pretrained=mc.PRETRAINED,
+                                          cache_dir=mc.TEXT_CACHE_DIR or None)
+        vocab = list(mc.VOCABULARY)
+        train_vocab = vocab or _dataset_vocabulary(cfg.DATASETS.TRAIN)
+        test_vocab = vocab or _dataset_vocabulary(cfg.DATASETS.TEST)
+        kwargs.update(masqclip=masqclip, text_embedder=embedder, clip_mean=mean, clip_std=std,
+                      logit_scale=mc.LOGIT_SCALE, label_dice_threshold=mc.LABEL_DICE_THRESHOLD,
+                      train_mask_size=mc.TRAIN_MASK_SIZE, use_object_score=mc.USE_OBJECT_SCORE,
+                      train_vocabulary=train_vocab, test_vocabulary=test_vocab)
+        return kwargs
+
+    # -- modes, weights, vocabularies ---------------------------------------------------------
+    def train(self, mode: bool = True) -> "MasQTuning":
+        """Only the mask tokens' parameters ever train: the mask generator and CLIP stay in eval mode."""
+        super().train(mode)
+        for module in (self.backbone, self.sem_seg_head, self.masqclip):
+            module.eval()
+        return self
+
+    def load_mask_generator(self, path: str) -> None:
+        """Load ``backbone.*`` and ``sem_seg_head.*`` from a teacher/student checkpoint (strictly)."""
+        state = read_checkpoint(path)["model"]
+        subset = {k: v for k, v in state.items() if k.startswith(MASK_GENERATOR_PREFIXES)}
+        own = {k for k in self.state_dict() if k.startswith(MASK_GENERATOR_PREFIXES)}
+        if set(subset) != own:
+            raise ValueError(f"{path}: mask generator keys differ: missing {sorted(own - set(subset))[:5]}..., "
+                             f"unexpected {sorted(set(subset) - own)[:5]}...")
+        self.load_state_dict(subset, strict=False)
+
+    def set_vocabulary(self, names: Sequence[str] | str, thing_ids: Sequence[int] | None = None) -> None:
+        """Switch the inference vocabulary (and the contiguous thing ids used by panoptic/instance)."""
+        from ..clip.text import parse_vocabulary
+
+        self.test_vocabulary = [", ".join(syn) for syn in parse_vocabulary(names)]
+        if thing_ids is not None:
+            self.thing_ids = list(thing_ids)
+
+    def text_embeddings(self, vocabulary: Sequence[str] | None) -> torch.Tensor:
+        """float [K + 1, D] on the model's device ("background" last), memoised per vocabulary."""
+        if not vocabulary:
+            raise RuntimeError("MasQTuning has no vocabulary: set MODEL.MASQ_CLIP.VOCABULARY, register the "
+                               "dataset's metadata, or call set_vocabulary(names)")
+        key = tuple(vocabulary)
+        if key not in self._embedding_memo:
+            self._embedding_memo[key] = self.text_embedder(list(vocabulary))
+        return self._embedding_memo[key].to(self.device)
+
+    # -- forward ------------------------------------------------------------------------------
+    def clip_images(self, batched_inputs: list[dict], padded_size: tuple[int, int]) -> torch.Tensor:
+        """The CLIP branch input: float [B, 3, S, S] from the zero-padded 0-255 batch."""
+        raw = torch.zeros(len(batched_inputs), 3, *padded_size, device=self.device)
+        for i, x in enumerate(batched_inputs):
+            image = x["image"].to(self.device).float()
+            raw[i, :, :image.shape[-2], :image.shape[-1]] = image
+        x = F.interpolate(raw / PIXEL_RANGE, size=self.masqclip.image_size, mode="bicubic", align_corners=False)
+        return (x - self.clip_mean) / self.clip_std
+
+    def clip_logits(self, batched_inputs: list[dict], preds: list[dict], vocabulary) -> torch.Tensor:
+        """float [B, Q, K + 1] scaled cosine similarities of mask tokens with the vocabulary + background."""
+        images = self.clip_images(batched_inputs, preds[0]["padded_size"])
+        masks = torch.stack([p["pred_masks"] for p in preds])
+        tokens = self.masqclip(images, masks.float())
+        return self.logit_scale * tokens @ self.text_embeddings(vocabulary).t().to(tokens.dtype)
+
+    def forward(self, batched_inputs: list[dict]) -> dict[str, torch.Tensor] | list[dict]:
+        """Training: {"loss_masq_ce": scalar}. Inference: one output dict per image."""
+        preds = self.predict_queries(batched_inputs)
+        vocabulary = self.train_vocabulary if self.training else self.test_vocabulary
+        logits = self.clip_logits(batched_inputs, preds, vocabulary)
+        if self.training:
+            return {LOSS_KEY: self.losses(logits, preds, batched_inputs)}
+        return self.classify_and_postprocess(logits, preds, batched_inputs)
+
+    def losses(self, logits: torch.Tensor, preds: list[dict], batched_inputs: list[dict]) -> torch.Tensor:
+        """Mean NLL of the assigned labels under log-softmax(logits [B, Q, K + 1])."""
+        background = logits.shape[-1] - 1
+        labels = []
+        for pred, x in zip(preds, batched_inputs):
+            inst = x["instances"]
+            gt = inst.gt_masks.to(self.device).bool()
+            padded = gt.new_zeros((gt.shape[0], *pred["padded_size"]))
+            padded[:, :gt.shape[1], :gt.shape[2]] = gt
+            mask_logits = F.interpolate(pred["pred_masks"][None].float(), size=pred["padded_size"], mode="bilinear",
+                                        align_corners=False)[0]
+            labels.append(assign_mask_labels(mask_logits, padded, inst.gt_classes, background=background,
+                                             dice_threshold=self.label_dice_threshold, size=self.train_mask_size))
+        return F.nll_loss(logits.log_softmax(-1).flatten(0, 1), torch.cat(labels))
+
+    def class_probabilities(self, logits: torch.Tensor, pred_logits: torch.Tensor) -> torch.Tensor:
+        """p(class) [Q, K] = exp(log p_obj + log-softmax(logits)[:, :K]) (object score optional).
+
+        Args:
+            logits: float [Q, K + 1] CLIP logits; pred_logits: float [Q, 2] object / no-object logits.
+        """
+        log_p = logits.float().log_softmax(-1)[:, :-1]
+        if self.use_object_score:
+            log_p = log_p + object_scores(pred_logits).clamp(min=torch.finfo(torch.float32).tiny).log()[:, None]
+        return log_p.exp()
+
+    def classify_and_postprocess(self, logits: torch.Tensor, preds: list[dict], batched_inputs: list[dict]) -> list[dict]:
+        """Fuse scores and run the shared semantic / panoptic / instance post-processing per image."""
+        results = []
+        for clip_logits, pred, x in zip(logits, preds, batched_inputs):
+            size = pred["image_size"]
+            height, width = x.get("height", size[0]), x.get("width", size[1])
+            class_probs = self.class_probabilities(clip_logits, pred["pred_logits"])
+            masks = F.interpolate(pred["pred_masks"][None].float(), size=pred["padded_size"], mode="bilinear",
+                                  align_corners=False)[0]
+            masks = sem_seg_postprocess(masks, size, height, width)
+            result: dict = {}
+            if self.semantic_on:
+                result["sem_seg"] = semantic_inference(class_probs, masks)
+            if self.panoptic_on:
+                result["panoptic_seg"] = panoptic_inference(
+                    class_probs, masks, object_mask_threshold=self.object_mask_threshold,
+                    overlap_threshold=self.overlap_threshold, thing_ids=self.thing_ids,
+                    valid=clip_logits.argmax(-1) != clip_logits.shape[-1] - 1)
+            if self.instance_on:
+                result["instances"] = instance_inference(
+                    class_probs, masks, topk=self.test_topk_per_image,
+                    thing_ids=self.thing_ids if self.panoptic_on else None)
+            results.append(result)
+        return results
+
+
+def _dataset_vocabulary(names: Sequence[str]) -> list[str] | None:
+    """Vocabulary of the first named dataset, or None when none is named / registered with classes."""
+    names = list(names)
+    if not names:
+        return None
+    meta = MetadataCatalog.get(names[0])
+    if not (meta.get("stuff_classes") or meta.get("thing_classes")):
+        return None
+    return vocabulary_from_metadata(names[0])[0]

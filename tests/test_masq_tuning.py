@@ -1,0 +1,183 @@
+"""MasQTuning: frozen parameters stay frozen, label assignment, score fusion, vocabularies, names."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from masqclip.checkpoint import load_checkpoint, save_checkpoint
+from masqclip.config import get_cfg
+from masqclip.modeling import build_model
+from masqclip.modeling.meta_arch.masq_tuning import MasQTuning, assign_mask_labels
+from masqclip.structures import Instances
+
+TINY = ["MODEL.DEVICE", "cpu", "MODEL.RESNETS.DEPTH", 18, "MODEL.RESNETS.RES2_OUT_CHANNELS", 64,
+        "MODEL.SEM_SEG_HEAD.CONVS_DIM", 32, "MODEL.SEM_SEG_HEAD.MASK_DIM", 32,
+        "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS", 1, "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS", 4,
+        "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD", 64, "MODEL.MASK_FORMER.HIDDEN_DIM", 32,
+        "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", 5, "MODEL.MASK_FORMER.NHEADS", 4,
+        "MODEL.MASK_FORMER.DIM_FEEDFORWARD", 64, "MODEL.MASK_FORMER.DEC_LAYERS", 3,
+        "MODEL.META_ARCHITECTURE", "MasQTuning", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", 3,
+        "MODEL.MASQ_CLIP.MODEL_NAME", ["masqclip-tiny"], "MODEL.MASQ_CLIP.PRETRAINED", "",
+        "MODEL.MASQ_CLIP.VOCABULARY", ["red disc", "blue box, box", "grass"],
+        "MODEL.MASQ_CLIP.TRAIN_MASK_SIZE", 64]
+
+
+def tiny_cfg(*extra):
+    cfg = get_cfg()
+    cfg.merge_from_list(TINY + list(extra))
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def model() -> MasQTuning:
+    torch.manual_seed(0)
+    return build_model(tiny_cfg("MODEL.MASK_FORMER.TEST.SEMANTIC_ON", True, "MODEL.MASK_FORMER.TEST.PANOPTIC_ON", True))
+
+
+def _batch(n=2, size=(48, 64)):
+    torch.manual_seed(1)
+    out = []
+    for i in range(n):
+        masks = torch.zeros(2, *size, dtype=torch.bool)
+        masks[0, 4:20, 4:30] = True
+        masks[1, 24:44, 30:60] = True
+        out.append({"image": torch.randint(0, 256, (3, *size), dtype=torch.uint8), "height": size[0] * 2,
+                    "width": size[1] * 2, "image_id": i,
+                    "instances": Instances(size, gt_classes=torch.tensor([0, 2]), gt_masks=masks)})
+    return out
+
+
+def test_structure_and_names(model):
+    tops = {k.split(".")[0] for k in model.state_dict()}
+    assert tops == {"backbone", "sem_seg_head", "criterion", "masqclip"}
+    assert model.state_dict()["criterion.empty_weight"].shape == (4,)
+    assert "masqclip.mask_embeddings" in model.state_dict()
+    assert "masqclip.visual.transformer.resblocks.0.attn.new_q_proj.weight" in model.state_dict()
+    assert not any(k.startswith("masqclip.text") or "token_embedding" in k for k in model.state_dict())
+
+
+def test_only_mask_token_parameters_change_after_a_step(model):
+    m = copy.deepcopy(model)
+    m.train()
+    assert not m.backbone.training and not m.sem_seg_head.training and not m.masqclip.training
+    trainable = {n for n, p in m.named_parameters() if p.requires_grad}
+    assert trainable == {"masqclip.mask_embeddings"} | {
+        f"masqclip.visual.transformer.resblocks.{i}.attn.new_q_proj.{w}"
+        for i in range(len(m.masqclip.visual.transformer.resblocks)) for w in ("weight", "bias")}
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    # AdamW over EVERY parameter (weight decay included): frozen ones must still not move.
+    optimizer = torch.optim.AdamW(m.parameters(), lr=1e-2, weight_decay=0.1)
+    losses = m(_batch())
+    assert set(losses) == {"loss_masq_ce"} and losses["loss_masq_ce"].item() > 0
+    sum(losses.values()).backward()
+    optimizer.step()
+    for name, value in m.state_dict().items():
+        if name in trainable:
+            assert not torch.equal(value, before[name]), f"{name} did not train"
+        else:
+            assert torch.equal(value, before[name]), f"{name} changed"
+
+
+def test_label_assignment_known_answer():
+    gt = torch.zeros(2, 8, 8, dtype=torch.bool)
+    gt[0, :4, :4] = True
+    gt[1, 4:, :] = True
+    pred = torch.full((4, 8, 8), -5.0)
+    pred[0, :4, :4] = 5.0  # = gt 0 (dice 1)
+    pred[1, 4:, :6] = 5.0  # 24 of gt 1's 32 pixels: dice 2*24/(24+32) = 0.857
+    pred[2, :2, :2] = 5.0  # 4 of gt 0's 16: dice 0.4 -> background
+    labels = assign_mask_labels(pred, gt, torch.tensor([7, 9]), background=10, dice_threshold=0.6, size=8)
+    assert labels.tolist() == [7, 9, 10, 10]
+    none = assign_mask_labels(pred, gt[:0], torch.tensor([], dtype=torch.int64), background=10,
+                              dice_threshold=0.6, size=8)
+    assert none.tolist() == [10] * 4
+
+
+def test_object_score_fusion(model):
+    clip_logits = torch.tensor([[2.0, 0.0, 1.0, 0.5], [0.0, 3.0, 0.0, 4.0]])
+    pred_logits = torch.tensor([[1.0, -1.0], [-2.0, 2.0]])
+    p_obj = pred_logits.softmax(-1)[:, :1]
+    expected = p_obj * clip_logits.softmax(-1)[:, :3]
+    torch.testing.assert_close(model.class_probabilities(clip_logits, pred_logits), expected)
+    m = copy.deepcopy(model)
+    m.use_object_score = False
+    torch.testing.assert_close(m.class_probabilities(clip_logits, pred_logits), clip_logits.softmax(-1)[:, :3])
+
+
+def test_inference_outputs_and_vocabulary_switch(model):
+    m = copy.deepcopy(model).eval()
+    m.thing_ids = [0, 2]
+    batch = [{k: v for k, v in x.items() if k != "instances"} for x in _batch(1)]
+    with torch.no_grad():
+        out = m(batch)[0]
+    assert out["sem_seg"].shape == (3, 96, 128)
+    inst = out["instances"]  # top-k over 5 queries x 3 classes, then things only (panoptic model)
+    assert inst.pred_masks.shape[1:] == (96, 128) and len(inst) == 5 * 2
+    assert set(inst.pred_classes.tolist()) <= {0, 2}
+    seg, info = out["panoptic_seg"]
+    assert seg.shape == (96, 128)
+    calls = []
+    embed = m.text_embedder
+
+    def counting(vocabulary):
+        calls.append(list(vocabulary))
+        return embed(vocabulary)
+
+    m.__dict__["text_embedder"] = counting
+    m.set_vocabulary("cat; dog; tree, trees; sky; sea", thing_ids=[0, 1])
+    with torch.no_grad():
+        out = m(batch)[0]
+        m(batch)
+    assert out["sem_seg"].shape == (5, 96, 128) and calls == [["cat", "dog", "tree, trees", "sky", "sea"]]
+    assert all(int(c) in (0, 1) for c in out["instances"].pred_classes)
+
+
+def test_frozen_baseline_has_nothing_to_train():
+    torch.manual_seed(0)
+    m = build_model(tiny_cfg("MODEL.MASQ_CLIP.TUNING", False))
+    assert not any(p.requires_grad for p in m.parameters())
+    assert m.masqclip.tuning is False
+
+
+def test_checkpoint_round_trip_and_mask_generator_loading(model, tmp_path):
+    path = save_checkpoint(tmp_path / "m.pth", model, iteration=3)
+    fresh = build_model(tiny_cfg())
+    missing, unexpected, rest = load_checkpoint(fresh, path)
+    assert missing == [] and unexpected == [] and rest["iteration"] == 3
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, fresh.state_dict()[k]), k
+    teacher = build_model(tiny_cfg("MODEL.META_ARCHITECTURE", "MaskFormer", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", 1))
+    save_checkpoint(tmp_path / "t.pth", teacher)
+    fresh.load_mask_generator(str(tmp_path / "t.pth"))
+    for k, v in teacher.state_dict().items():
+        if k.startswith(("backbone.", "sem_seg_head.")):
+            assert torch.equal(fresh.state_dict()[k], v), k
+
+
+def _official_block(shared_dir, header_start: str) -> dict[str, tuple[tuple[int, ...], str]]:
+    block, inside = {}, False
+    for line in (shared_dir / "official_state_dict_keys.txt").read_text().splitlines():
+        if line.startswith("##"):
+            inside = line.startswith(header_start)
+            continue
+        if inside and line and not line.startswith("#"):
+            name, shape, dtype = line.split()
+            block[name] = (tuple(int(s) for s in shape.split("x")), dtype)
+    return block
+
+
+@pytest.mark.slow
+def test_official_cross_dataset_names_and_shapes(shared_dir):
+    official = _official_block(shared_dir, "## MasQ-Tuning, cross-dataset")
+    assert len(official) == 903
+    cfg = get_cfg()
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.META_ARCHITECTURE", "MasQTuning",
+                         "MODEL.SEM_SEG_HEAD.NUM_CLASSES", 133, "MODEL.MASQ_CLIP.MODEL_NAME", ["ViT-L/14@336px"],
+                         "MODEL.MASQ_CLIP.PRETRAINED", ""])
+    state = build_model(cfg).state_dict()
+    ours = {k: (tuple(v.shape), str(v.dtype).replace("torch.", "")) for k, v in state.items()}
+    assert sorted(set(ours) - set(official)) == [] and sorted(set(official) - set(ours)) == []
+    assert ours == official
