@@ -8,6 +8,7 @@ off for the rest of the job. The JSON files a job writes never depend on it. Onl
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import time
@@ -23,6 +24,7 @@ ARTIFACTS_DIRNAME = "mlartifacts"
 # Stage tag of each meta-architecture (overridable with --tag stage=...).
 STAGE_OF_ARCH = {"MaskFormer": "teacher", "MaskDistill": "student", "MasQTuning": "masq_tuning"}
 GIT_TIMEOUT_S = 5
+_METRIC_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. :/]")
 
 
 def flatten_metrics(results: Mapping, prefix: str = "", sep: str = "/") -> dict[str, float]:
@@ -35,6 +37,11 @@ def flatten_metrics(results: Mapping, prefix: str = "", sep: str = "/") -> dict[
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             flat[name] = float(value)
     return flat
+
+
+def metric_name(name: str) -> str:
+    """``name`` with every character MLflow refuses in metric names replaced: ``AR@10`` -> ``AR_10``."""
+    return _METRIC_UNSAFE.sub("_", name)
 
 
 def git_commit(path: str | None = None) -> str:
@@ -181,14 +188,14 @@ class Tracker:
             self._call("logging params", lambda c=chunk: self._client.log_batch(self.run_id, params=c))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
-        """Log ``{name: value}`` at ``step`` (one batch per MLflow batch limit)."""
+        """Log ``{name: value}`` at ``step``; names are made MLflow-safe (``metric_name``)."""
         if not self.active or not metrics:
             return
         from mlflow.entities import Metric
         from mlflow.utils.validation import MAX_METRICS_PER_BATCH
 
         now = int(time.time() * 1000)
-        items = [Metric(str(k), float(v), now, int(step)) for k, v in metrics.items()]
+        items = [Metric(metric_name(str(k)), float(v), now, int(step)) for k, v in metrics.items()]
         for chunk in _chunks(items, MAX_METRICS_PER_BATCH):
             self._call("logging metrics", lambda c=chunk: self._client.log_batch(self.run_id, metrics=c))
 

@@ -37,7 +37,8 @@ class ToyModel(nn.Module):
         if not self.training:
             return [{"pred": p} for p in pred]
         y = torch.stack([d["y"] for d in batch])
-        return {"loss_mse": ((pred - y) ** 2).mean(), "loss_l1": 0.1 * (pred - y).abs().mean()}
+        return {"loss_mse": ((pred - y) ** 2).mean(), "loss_l1": 0.1 * (pred - y).abs().mean(),
+                "toy/pred_mean": pred.detach().mean() + 100.0}  # a metric: logged, never added to the loss
 
 
 def toy_batches(*, seed: int, global_batch: int, start_iter: int = 0, rank: int = 0, world_size: int = 1,

@@ -35,6 +35,9 @@ def test_training_learns_and_writes_outputs(tmp_path):
     for key in ("total_loss", "loss_mse", "loss_l1", "lr", "time", "eta_seconds", "data_time"):
         assert key in rows[0]
     assert rows[-1]["total_loss"] < 0.5 * rows[0]["total_loss"]
+    for row in rows:  # total = sum of the loss_* terms; the toy/pred_mean metric is logged, not added
+        assert row["total_loss"] == pytest.approx(row["loss_mse"] + row["loss_l1"])
+        assert row["toy/pred_mean"] > 50
     assert rows[-1]["eta_seconds"] == 0.0
     assert rows[-1]["lr"] == pytest.approx(0.01 * 0.1)  # after the step at 30
     # keeps the last 2 periodic checkpoints + model_final; last_checkpoint names model_final

@@ -9,7 +9,7 @@ import pytest
 
 from engine_toys import run_toy, toy_cfg
 from masqclip.engine.launch import free_port
-from masqclip.tracking import DEFAULT_URI, Tracker, default_tags, flatten_metrics, parse_tags
+from masqclip.tracking import DEFAULT_URI, Tracker, default_tags, flatten_metrics, metric_name, parse_tags
 
 
 def test_tiny_run_is_queryable(tmp_path, monkeypatch):
@@ -24,7 +24,8 @@ def test_tiny_run_is_queryable(tmp_path, monkeypatch):
     params["LONG"] = "x" * 7000
     tracker = Tracker(uri=uri, experiment="engine-test").start(run_name="toy", tags=tags, params=params)
     run_id = tracker.run_id
-    _, final = run_toy(cfg, tracker=tracker, eval_function=lambda: {"segm": {"AP50": 12.5}})
+    _, final = run_toy(cfg, tracker=tracker, eval_function=lambda: {"segm": {"AP50": 12.5},
+                                                                     "proposals": {"AR@10": 40.0}})
 
     mlflow.set_tracking_uri(uri)
     try:
@@ -45,6 +46,7 @@ def test_tiny_run_is_queryable(tmp_path, monkeypatch):
     assert sorted(m.step for m in history if m.step < 12) == [r["iteration"] for r in rows]
     assert {m.step: m.value for m in history}[rows[0]["iteration"]] == pytest.approx(rows[0]["total_loss"])
     assert run["metrics.segm/AP50"] == 12.5 and run["metrics.lr"] > 0 and run["metrics.time"] > 0
+    assert run["metrics.proposals/AR_10"] == 40.0  # "@" is not allowed in MLflow metric names
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert {"config.yaml", "metrics.jsonl", "train_metrics.json"} <= artifacts
     assert final["segm/AP50"] == 12.5
@@ -94,5 +96,6 @@ def test_flatten_and_parse_tags():
     assert flatten_metrics({"segm": {"AP": 1, "per": {"cat": 2.0}}, "name": "x", "ok": True}) == \
         {"segm/AP": 1.0, "segm/per/cat": 2.0}
     assert parse_tags(["a=1", "b=x=y"]) == {"a": "1", "b": "x=y"}
+    assert metric_name("proposals/AR@100_novel") == "proposals/AR_100_novel" and metric_name("a.b c:d-e") == "a.b c:d-e"
     with pytest.raises(ValueError, match="KEY=VALUE"):
         parse_tags(["novalue"])

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..tracking import Tracker, flatten_metrics
 from ..utils.env import seed_all
-from ..utils.logger import setup_logger
+from ..utils.logger import get_logger, setup_logger
 from .checkpointer import Checkpointer
 from .hooks import EvalHook, LRSchedulerHook, MetricsWriter, MLflowWriter, NanGuard, PeriodicCheckpointer
 from .launch import broadcast_object, get_rank, get_world_size, synchronize
@@ -23,6 +23,7 @@ from .optim import build_grad_clipper, build_lr_scheduler, build_optimizer
 from .trainer import AMPTrainer, HookBase, SimpleTrainer
 
 CONFIG_DUMP = "config.yaml"
+CURVE_PLOT = "training_curve.png"
 TRAIN_METRICS = "train_metrics.json"
 AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -77,6 +78,36 @@ def _write_json(path: str, data: dict) -> None:
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=2)
     os.replace(tmp, path)
+
+
+def _plot_curve(output_dir: str) -> None:
+    """``training_curve.png`` from ``metrics.jsonl`` (an MLflow artifact; a failure only warns)."""
+    try:
+        from ..results.plots import plot_training_curves
+
+        plot_training_curves({"train": os.path.join(output_dir, MetricsWriter.FILENAME)},
+                             os.path.join(output_dir, CURVE_PLOT), title=os.path.basename(output_dir.rstrip("/")))
+    except Exception as err:  # noqa: BLE001 - a plot must never fail a finished training job
+        get_logger("engine").warning("could not plot the training curve: %s", err)
+
+
+def evaluate_datasets(cfg, model: nn.Module, dataset_names: Iterable[str], output_dir: str | None = None) -> dict:
+    """``{dataset: evaluator results}``: build_test_loader + build_evaluator + inference_on_dataset each.
+
+    Args:
+        model: the (unwrapped) model; put in eval mode during inference, restored after.
+        output_dir: evaluators write their files under ``output_dir/<dataset>`` ("" / None: nowhere).
+    """
+    from ..data import datasets  # noqa: F401  (registers the dataset names)
+    from ..data.build import build_test_loader
+    from ..evaluation import build_evaluator, inference_on_dataset
+
+    results = {}
+    for name in dataset_names:
+        folder = os.path.join(output_dir, name) if output_dir else None
+        evaluator = build_evaluator(cfg, name, folder)
+        results[name] = inference_on_dataset(model, build_test_loader(cfg, name), evaluator)
+    return results
 
 
 def run_training(cfg, *, model: nn.Module, build_loader: Callable[[int, int, int], Iterable],
@@ -140,7 +171,9 @@ def run_training(cfg, *, model: nn.Module, build_loader: Callable[[int, int, int
         _write_json(path, {"config": os.path.join(cfg.OUTPUT_DIR, CONFIG_DUMP), "metrics": final,
                            "eval": eval_hook.results if eval_hook else {}})
         tracker.log_metrics({k: v for k, v in final.items() if k != "iteration"}, step=cfg.SOLVER.MAX_ITER)
-        for name in (CONFIG_DUMP, MetricsWriter.FILENAME, TRAIN_METRICS):
+        if tracker.active:
+            _plot_curve(cfg.OUTPUT_DIR)
+        for name in (CONFIG_DUMP, MetricsWriter.FILENAME, TRAIN_METRICS, CURVE_PLOT):
             tracker.log_artifact(os.path.join(cfg.OUTPUT_DIR, name))
     tracker.end("FINISHED")
     synchronize()

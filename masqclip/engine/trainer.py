@@ -1,7 +1,8 @@
 """The training loop: ``run_step`` loads, forwards, backwards and steps; everything else is a hook.
 
-Models follow docs/architecture.md: ``model(list_of_dicts)`` returns a dict of scalar, already
-weighted losses in training; the total loss is their sum.
+Models follow docs/architecture.md: ``model(list_of_dicts)`` returns a dict of scalars in training;
+keys starting with ``loss_`` are already weighted losses (the total loss is their sum), any other key
+is a detached metric that is only logged.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from torch import nn
 from .launch import reduce_mean
 
 HISTORY_LENGTH = 10000  # scalar values kept per name (writers average over windows of it)
+LOSS_PREFIX = "loss_"
 
 
 class MetricStorage:
@@ -132,11 +134,13 @@ class SimpleTrainer(TrainerBase):
         data = next(self._data_iter)
         data_time = time.perf_counter() - start
         with self.autocast():
-            loss_dict = self.model(data)
-        losses = sum(loss_dict.values())
+            outputs = self.model(data)
+        losses = [v for k, v in outputs.items() if k.startswith(LOSS_PREFIX)]
+        if not losses:
+            raise ValueError(f"the model returned no '{LOSS_PREFIX}*' terms in training (keys: {sorted(outputs)})")
         self.optimizer.zero_grad(set_to_none=True)
-        self.backward_and_step(losses)
-        self.record(loss_dict, data_time)
+        self.backward_and_step(sum(losses))
+        self.record(outputs, data_time)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
@@ -147,13 +151,17 @@ class SimpleTrainer(TrainerBase):
             self.grad_clipper(self.params)
         self.optimizer.step()
 
-    def record(self, loss_dict: dict[str, torch.Tensor], data_time: float) -> None:
-        """Store the rank-averaged loss terms, their total, the lr and the data time."""
-        losses = reduce_mean({k: float(v.detach()) for k, v in loss_dict.items()})
+    def record(self, outputs: dict[str, torch.Tensor], data_time: float) -> None:
+        """Store the rank-averaged loss terms and metrics, the total loss, the lr and the data time.
+
+        ``self.last_losses`` gets the loss terms and ``total_loss`` (what the NaN guard checks).
+        """
+        values = reduce_mean({k: float(v.detach()) for k, v in outputs.items()})
+        losses = {k: v for k, v in values.items() if k.startswith(LOSS_PREFIX)}
         losses["total_loss"] = sum(losses.values())
         self.last_losses = losses
         lr = max(group["lr"] for group in self.optimizer.param_groups)
-        self.storage.put_scalars(**losses, lr=lr, data_time=data_time)
+        self.storage.put_scalars(**values, total_loss=losses["total_loss"], lr=lr, data_time=data_time)
 
     def state_dict(self) -> dict:
         return {"iteration": self.iter}

@@ -1,0 +1,143 @@
+"""The train / eval / predict commands: help texts, predict's overlay and JSON, and an end-to-end run
+of a tiny teacher and student on the generated synthetic world."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from masqclip.cli import build_parser
+from masqclip.cli import main as cli
+from masqclip.commands.eval import output_paths
+from masqclip.commands.predict import draw_overlay, extract_segments, segments_to_json
+from masqclip.structures import Instances
+
+TINY = {"MODEL": {"DEVICE": "cpu", "RESNETS": {"DEPTH": 18, "RES2_OUT_CHANNELS": 64, "NORM": "BN"},
+                  "SEM_SEG_HEAD": {"CONVS_DIM": 32, "MASK_DIM": 32, "TRANSFORMER_ENC_LAYERS": 1,
+                                   "DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS": 4,
+                                   "DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD": 64},
+                  "MASK_FORMER": {"HIDDEN_DIM": 32, "NUM_OBJECT_QUERIES": 4, "NHEADS": 4, "DIM_FEEDFORWARD": 64,
+                                  "DEC_LAYERS": 3, "TRAIN_NUM_POINTS": 256}},
+        "INPUT": {"IMAGE_SIZE": 64, "MIN_SIZE_TEST": 64, "MAX_SIZE_TEST": 128},
+        "DATASETS": {"TRAIN": ["synthetic_instance_train_base"], "TEST": ["synthetic_instance_val_all"]},
+        "DATALOADER": {"NUM_WORKERS": 0},
+        "SOLVER": {"MAX_ITER": 3, "IMS_PER_BATCH": 2, "CHECKPOINT_PERIOD": 2, "LOG_PERIOD": 1, "STEPS": [2],
+                   "WARMUP_ITERS": 1, "BASE_LR": 1e-3},
+        "SEED": 3}
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "predict"])
+def test_help_describes_each_command(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "example:" in text and "--config-file" in text
+    assert {"train": "--resume", "eval": "--dataset", "predict": "--vocab"}[command] in text
+
+
+def test_eval_output_paths():
+    assert output_paths("m.json", ["a"]) == {"a": "m.json"}
+    assert output_paths("out/m.json", ["a", "b"]) == {"a": "out/m.a.json", "b": "out/m.b.json"}
+
+
+def test_predict_overlay_and_json_are_sensible(tmp_path):
+    h, w = 40, 60
+    image = np.full((h, w, 3), 200, np.uint8)
+    masks = torch.zeros(3, h, w, dtype=torch.bool)
+    masks[0, 5:15, 5:20] = True
+    masks[1, 20:35, 30:55] = True
+    masks[2, 0:2, 0:2] = True  # scored below the threshold
+    inst = Instances((h, w), pred_masks=masks, pred_classes=torch.tensor([1, 0, 1]),
+                     scores=torch.tensor([0.9, 0.7, 0.2]))
+    source, segments = extract_segments({"instances": inst}, ["cat, kitty", "dog"], 0.5)
+    assert source == "instances" and [s["class"] for s in segments] == ["dog", "cat"]
+    records = segments_to_json(segments)
+    assert [r["score"] for r in records] == [0.9, 0.7] and records[0]["area"] == 150
+    assert records[1]["bbox"] == [30.0, 20.0, 25.0, 15.0]
+    for rec, mask in zip(records, masks[:2]):
+        assert np.array_equal(mask_utils.decode(rec["segmentation"]).astype(bool), mask.numpy())
+    json.dumps(records)
+    path = tmp_path / "overlay.png"
+    draw_overlay(image, segments, str(path))
+    drawn = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    assert drawn.shape == (h, w, 3)
+    assert np.abs(drawn[0:2, 0:2] - 200).max() <= 2  # not selected: untouched
+    assert np.abs(drawn[6, 6] - 200).max() > 20 and np.abs(drawn[34, 54] - 200).max() > 20  # tinted
+    assert np.abs(drawn[6, 6] - drawn[34, 54]).max() > 10  # one colour per segment
+    seg = torch.zeros(h, w, dtype=torch.int32)
+    seg[masks[1]] = 7
+    source, segments = extract_segments({"panoptic_seg": (seg, [{"id": 7, "category_id": 0, "isthing": True,
+                                                                   "score": 0.8}])}, ["cat"], 0.5)
+    assert source == "panoptic_seg" and torch.equal(segments[0]["mask"], masks[1])
+    probs = torch.zeros(2, h, w)
+    probs[1] = 1.0
+    probs[0, masks[0]] = 2.0
+    source, segments = extract_segments({"sem_seg": probs}, ["a", "b"], 0.5)
+    assert {s["class"]: int(s["mask"].sum()) for s in segments} == {"a": 150, "b": h * w - 150}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("datasets")
+    assert cli(["prepare", "synthetic", "--output", str(root), "--num-train", "4", "--num-val", "2",
+                "--image-size", "64", "--crops-train", "1", "--crops-val", "1"]) == 0
+    return root
+
+
+@pytest.mark.slow
+def test_teacher_student_eval_predict_end_to_end(world, tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(world))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    teacher = tmp_path / "teacher"
+    assert cli(["train", "--config-file", str(config), "--tag", "setting=e2e", "--tag", "round=0",
+                "OUTPUT_DIR", str(teacher)]) == 0
+    for name in ("model_final.pth", "config.yaml", "metrics.jsonl", "train_metrics.json", "model_0000001.pth"):
+        assert (teacher / name).is_file(), name
+    rows = [json.loads(x) for x in (teacher / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [0, 1, 2] and all(np.isfinite(r["total_loss"]) for r in rows)
+    assert {"loss_ce", "loss_mask", "loss_dice"} <= rows[0].keys()
+
+    student = tmp_path / "student"
+    assert cli(["train", "--config-file", str(config), "--resume", "--tag", "round=1", "OUTPUT_DIR", str(student),
+                "MODEL.META_ARCHITECTURE", "MaskDistill", "MODEL.WEIGHTS", str(teacher / "model_final.pth"),
+                "SOLVER.MAX_ITER", "1"]) == 0
+    rows = [json.loads(x) for x in (student / "metrics.jsonl").read_text().splitlines()]
+    assert "distill/num_extra" in rows[0] and len(rows) == 1
+
+    metrics = tmp_path / "metrics" / "val_all.json"
+    assert cli(["eval", "--config-file", str(config), "--dataset", "synthetic_instance_val_all", "--output",
+                str(metrics), "OUTPUT_DIR", str(tmp_path / "eval"), "MODEL.WEIGHTS",
+                str(student / "model_final.pth")]) == 0
+    record = json.loads(metrics.read_text())
+    assert record["dataset"] == "synthetic_instance_val_all" and record["weights"].endswith("model_final.pth")
+    assert "proposals" in record["results"] and all(0 <= v <= 100 for v in record["results"]["proposals"].values())
+
+    image = sorted((world / "synthetic").rglob("*.png"))[0]
+    out = tmp_path / "pred" / "overlay.png"
+    assert cli(["predict", "--config-file", str(config), "--weights", str(teacher / "model_final.pth"),
+                "--image", str(image), "--output", str(out), "--min-score", "0"]) == 0
+    pred = json.loads(out.with_suffix(".json").read_text())
+    assert Image.open(out).size == Image.open(image).size
+    assert pred["source"] == "instances" and pred["segments"] and pred["segments"][0]["class"] == "object"
+
+    mlflow.set_tracking_uri(uri)
+    try:
+        runs = mlflow.search_runs(experiment_names=["masqclip"])
+    finally:
+        mlflow.set_tracking_uri(None)
+    jobs = sorted(zip(runs["tags.job"], runs["tags.stage"], runs["status"]))
+    # eval's stage comes from the config's META_ARCHITECTURE (MaskFormer) unless --tag stage=... says otherwise
+    assert jobs == [("eval", "teacher", "FINISHED"), ("train", "student", "FINISHED"),
+                    ("train", "teacher", "FINISHED")]
+    assert "proposals/AR_10" in runs.columns.str.replace("metrics.", "", regex=False)
