@@ -118,7 +118,8 @@ def test_matcher_equals_brute_force(seed):
     matcher = HungarianMatcher(cost_class=weights[0], cost_mask=weights[1], cost_dice=weights[2], num_points=points)
     torch.manual_seed(seed)
     indices = matcher(outputs, targets)
-    torch.manual_seed(seed)  # the matcher draws one point set per image with targets, in order
+    torch.manual_seed(seed)  # the matcher draws one [B, P, 2] point set per batch
+    batch_coords = torch.rand(batch, points, 2)
     for b, (src, tgt) in enumerate(indices):
         n = counts[b]
         assert src.dtype == tgt.dtype == torch.int64
@@ -126,7 +127,7 @@ def test_matcher_equals_brute_force(seed):
         assert len(set(src.tolist())) == len(src) and len(set(tgt.tolist())) == len(tgt)
         if n == 0:
             continue
-        coords = torch.rand(1, points, 2)[0]
+        coords = batch_coords[b]
         cost = independent_cost(outputs["pred_logits"][b], outputs["pred_masks"][b], targets[b]["labels"],
                                 targets[b]["masks"], coords, weights)
         got = float(cost[src, tgt].sum())

@@ -15,16 +15,15 @@ def pairwise_sigmoid_bce(logits: Tensor, targets: Tensor) -> Tensor:
     """Mean sigmoid binary cross-entropy of every prediction row against every target row.
 
     Args:
-        logits: [Q, P] mask logits at P points.
+        logits: [..., Q, P] mask logits at P points (leading dims broadcast).
         targets: [N, P] target values in [0, 1] at the same points.
 
     Returns:
-        [Q, N] costs: ``mean_p BCE(logits[q, p], targets[n, p])``.
+        [..., Q, N] costs: ``mean_p BCE(logits[q, p], targets[n, p])``.
     """
-    num_points = logits.shape[1]
-    pos = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
-    neg = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
-    return (pos @ targets.transpose(0, 1) + neg @ (1.0 - targets).transpose(0, 1)) / num_points
+    # BCE(x, t) = softplus(x) - x * t: one softplus and one matmul for all pairs
+    num_points = logits.shape[-1]
+    return (F.softplus(logits).sum(-1, keepdim=True) - logits @ targets.transpose(0, 1)) / num_points
 
 
 class HungarianMatcher(nn.Module):
@@ -32,7 +31,9 @@ class HungarianMatcher(nn.Module):
 
     Cost of query q for target n: ``cost_class * (-p_q(label_n)) + cost_mask * BCE + cost_dice *
     (1 - dice)``, the two mask terms computed on the same ``num_points`` uniformly random points
-    (one draw per image, shared by predictions and targets). Dice uses +1 smoothing.
+    (one draw per image, shared by its predictions and targets; drawn for the whole batch at once
+    as one [B, P, 2] tensor). Dice uses +1 smoothing. The costs of all images are computed in a
+    few batched operations, then one ``linear_sum_assignment`` runs per image.
     """
 
     def __init__(self, *, cost_class: float, cost_mask: float, cost_dice: float, num_points: int):
@@ -44,25 +45,28 @@ class HungarianMatcher(nn.Module):
         self.cost_dice = cost_dice
         self.num_points = num_points
 
-    def cost_matrix(self, logits: Tensor, masks: Tensor, labels: Tensor, tgt_masks: Tensor,
+    def cost_matrix(self, pred_logits: Tensor, pred_masks: Tensor, targets: list[dict[str, Tensor]],
                     coords: Tensor) -> Tensor:
-        """Matching cost of one image.
+        """Matching cost of every query of every image against every target of the batch.
 
         Args:
-            logits: [Q, C+1] class logits.
-            masks: [Q, h, w] mask logits.
-            labels: int64 [N] target classes.
-            tgt_masks: [N, H, W] target masks (bool or float), covering the same extent as ``masks``.
-            coords: [P, 2] normalised ``(x, y)`` points shared by predictions and targets.
+            pred_logits: [B, Q, C+1] class logits.
+            pred_masks: [B, Q, h, w] mask logits.
+            targets: B dicts with "labels" int64 [N_b] and "masks" [N_b, H, W] (bool or float)
+                covering the same extent as ``pred_masks``.
+            coords: [B, P, 2] normalised ``(x, y)`` points, row b shared by image b's masks.
 
         Returns:
-            float32 [Q, N] costs.
+            float32 [B, Q, sum N_b]; image b's block is columns ``sum(N_<b) : sum(N_<=b)``
+            (the other columns pair queries with another image's targets and are ignored).
         """
-        prob = logits.float().softmax(-1)
-        cost_class = -prob[:, labels]
-        # all masks of an image share the points: sample them as channels of one "image"
-        pred_pts = point_sample(masks[None].float(), coords[None])[0]  # [Q, P]
-        tgt_pts = point_sample(tgt_masks[None].float(), coords[None])[0]  # [N, P]
+        labels = torch.cat([t["labels"] for t in targets]).to(pred_logits.device)
+        cost_class = -pred_logits.float().softmax(-1)[:, :, labels]  # [B, Q, S]
+        pred_pts = point_sample(pred_masks.float(), coords)  # [B, Q, P]: queries as channels
+        tgt_pts = torch.cat([
+            point_sample(t["masks"][:, None].to(pred_pts), coords[b:b + 1].expand(len(t["labels"]), -1, -1))[:, 0]
+            for b, t in enumerate(targets) if len(t["labels"])
+        ])  # [S, P]
         cost_mask = pairwise_sigmoid_bce(pred_pts, tgt_pts)
         cost_dice = 1.0 - pairwise_dice(pred_pts.sigmoid(), tgt_pts, smooth=1.0)
         return self.cost_class * cost_class + self.cost_mask * cost_mask + self.cost_dice * cost_dice
@@ -80,17 +84,20 @@ class HungarianMatcher(nn.Module):
             ``src_idx[i]`` is matched to target ``tgt_idx[i]``.
         """
         pred_logits, pred_masks = outputs["pred_logits"], outputs["pred_masks"]
-        indices = []
-        for b, target in enumerate(targets):
-            labels, tgt_masks = target["labels"], target["masks"]
-            if labels.numel() == 0:
-                empty = torch.empty(0, dtype=torch.int64)
+        counts = [len(t["labels"]) for t in targets]
+        empty = torch.empty(0, dtype=torch.int64)
+        if sum(counts) == 0:
+            return [(empty, empty.clone()) for _ in targets]
+        coords = random_point_coords(len(targets), self.num_points, device=pred_masks.device)
+        cost = self.cost_matrix(pred_logits, pred_masks, targets, coords).cpu().numpy()
+        indices, start = [], 0
+        for b, n in enumerate(counts):
+            if n == 0:
                 indices.append((empty, empty.clone()))
                 continue
-            coords = random_point_coords(1, self.num_points, device=pred_masks.device)[0]
-            cost = self.cost_matrix(pred_logits[b], pred_masks[b], labels, tgt_masks, coords)
-            src, tgt = linear_sum_assignment(cost.cpu().numpy())
+            src, tgt = linear_sum_assignment(cost[b, :, start:start + n])
             indices.append((torch.as_tensor(src, dtype=torch.int64), torch.as_tensor(tgt, dtype=torch.int64)))
+            start += n
         return indices
 
     def extra_repr(self) -> str:

@@ -101,7 +101,7 @@ def get_uncertain_point_coords_with_randomness(
     num_random = num_points - num_uncertain
     candidates = random_point_coords(num_rois, num_sampled, device=device, dtype=dtype, generator=generator)
     uncertainties = uncertainty_func(point_sample(coarse_logits, candidates))[:, 0, :]  # [R, kP]
-    top = uncertainties.topk(num_uncertain, dim=1).indices  # [R, beta P]
+    top = uncertainties.topk(num_uncertain, dim=1, sorted=False).indices  # [R, beta P]; order is irrelevant
     coords = candidates.gather(1, top.unsqueeze(-1).expand(-1, -1, 2))
     if num_random > 0:
         extra = random_point_coords(num_rois, num_random, device=device, dtype=dtype, generator=generator)
@@ -116,12 +116,12 @@ def pairwise_dice(a: Tensor, b: Tensor, *, smooth: float = 0.0, eps: float = 1e-
     (``eps`` keeps the denominator positive).
 
     Args:
-        a: [M, P] values in [0, 1].
+        a: [..., M, P] values in [0, 1] (leading dims broadcast).
         b: [N, P] values in [0, 1].
 
     Returns:
-        [M, N] dice coefficients.
+        [..., M, N] dice coefficients.
     """
     inter = a @ b.transpose(0, 1)
-    denom = a.sum(-1)[:, None] + b.sum(-1)[None, :]
+    denom = a.sum(-1).unsqueeze(-1) + b.sum(-1)
     return (2.0 * inter + smooth) / (denom + smooth).clamp_min(eps)
