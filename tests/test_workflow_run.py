@@ -22,6 +22,8 @@ DEFAULT_JOBS = {"prepare": 1, "pretrain_clip": 1, "train_teacher": 2, "train_stu
 # 2 base-novel qualitative figures, tables, plots.
 RETUNE_JOBS = {"train_tuning": 3, "evaluate": 6, "qualitative": 2, "tables": 1, "plots": 1, "all": 1}
 
+pytestmark = pytest.mark.slow  # the module's two workflow runs take ~45 s on 2 busy cores
+
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
@@ -70,6 +72,16 @@ def test_commands_follow_the_cli_contract(finished_run):
     assert frozen and all(c[c.index("MODEL.MASQ_CLIP.TUNING") + 1] == "False" for c in frozen)
     assert all("/student2-" in c[c.index("MODEL.WEIGHTS") + 1] for c in frozen)  # no MasQ-Tuning needed
     assert all(c[c.index("MODEL.MASQ_CLIP.PRETRAINED") + 1].endswith("tiny.pt") for c in frozen + no_obj)
+
+
+def test_html_report_holds_tables_and_plots(finished_run):
+    tmp, config, env, _ = finished_run
+    report = tmp / "results/report.html"
+    proc = snakemake("--report", str(report), "--configfile", str(config), workdir=tmp, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = report.read_text(errors="replace")
+    for name in ("base_novel.md", "training_base-novel.png", "clip_zero_shot.png", "Qualitative"):
+        assert name in html
 
 
 def test_second_run_schedules_nothing(finished_run):

@@ -40,6 +40,11 @@ STUB_CLI = textwrap.dedent('''\
         out.with_suffix(".json").write_text(json.dumps({{"zero_shot_accuracy": 0.9}}))
     elif args[0] == "train":
         out = Path(opt("OUTPUT_DIR")); out.mkdir(parents=True, exist_ok=True)
+        fail_once = os.environ.get("MASQCLIP_STUB_FAIL_TRAIN_ONCE")
+        if fail_once and not os.path.exists(fail_once):  # a job killed after its first checkpoint
+            (out / "last_checkpoint").write_text("model_0000001.pth")
+            Path(fail_once).write_text(str(out))
+            sys.exit("stub masqclip: killed")
         (out / "model_final.pth").write_bytes(b"weights")
         (out / "metrics.jsonl").write_text("".join(
             json.dumps({{"iteration": i, "total_loss": 10.0 / (i + 1)}}) + "\\n" for i in range(5)))

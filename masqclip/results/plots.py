@@ -134,8 +134,8 @@ def plot_clip_zero_shot(metrics_file: str | Path, output: str | Path) -> None:
 
 
 def clip_metrics_file(clip_weights: str | Path) -> Path:
-    """The metrics JSON ``masqclip pretrain-clip`` writes beside its checkpoint."""
-    found = sorted(Path(clip_weights).parent.glob("*.json"))
-    if not found:
-        raise FileNotFoundError(f"no metrics JSON beside {clip_weights}")
-    return found[0]
+    """The metrics JSON ``masqclip pretrain-clip`` writes beside its checkpoint (``tiny.pt`` -> ``tiny.json``)."""
+    path = Path(clip_weights).with_suffix(".json")
+    if not path.is_file():
+        raise FileNotFoundError(f"no metrics JSON beside {clip_weights} (expected {path})")
+    return path

@@ -8,6 +8,7 @@ rule pretrain_clip:
         data=lambda wc: PLAN.stage("clip", "", 0, wc.sig).inputs,
     output:
         weights=protected(f"{R}/models/clip/{{sig}}/tiny.pt"),
+        metrics=f"{R}/models/clip/{{sig}}/tiny.json",  # zero-shot crop accuracy, written beside the weights
     params:
         crops=lambda wc: f"{PLAN.data_root}/{PLAN.config['clip']['dataset']}/clip_crops",
         args=lambda wc: flags(PLAN.config["clip"].get("args", {})),

@@ -25,4 +25,4 @@ rule evaluate:
         CONDA_ENV
 
     shell:
-        "masqclip eval --config-file {input.config} --dataset {params.dataset} --output {output.metrics} MODEL.WEIGHTS {input.weights} {params.opts} > {log} 2>&1"
+        "masqclip eval --config-file {input.config} --dataset {params.dataset} --output {output.metrics} --tag setting={wildcards.setting} --tag stage=eval --tag variant={wildcards.variant} --tag dataset={params.dataset} MODEL.WEIGHTS {input.weights} {params.opts} > {log} 2>&1"
