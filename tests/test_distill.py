@@ -1,16 +1,19 @@
 """Progressive-distillation target selection (and the MaskDistill student, when it can be built)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from masqclip.config import get_cfg
+from masqclip.config import setup_cfg
 from masqclip.modeling import build_model
 from masqclip.modeling.losses import dice_nms, select_distill_targets
 from masqclip.modeling.meta_arch import MaskDistill
 from masqclip.structures import Instances
 
+REPO = Path(__file__).resolve().parents[1]
 H = W = 32
 LOGIT = 8.0  # mean sigmoid inside a box mask = sigmoid(8) ~ 0.99966
 
@@ -102,29 +105,21 @@ def test_valid_size_ignores_the_padding():
 # The MaskDistill student
 # ---------------------------------------------------------------------------------------------
 
-TINY = ["MODEL.DEVICE", "cpu", "MODEL.RESNETS.DEPTH", 18, "MODEL.RESNETS.RES2_OUT_CHANNELS", 64,
-        "MODEL.SEM_SEG_HEAD.CONVS_DIM", 32, "MODEL.SEM_SEG_HEAD.MASK_DIM", 32,
-        "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS", 1, "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS", 4,
-        "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD", 64, "MODEL.MASK_FORMER.HIDDEN_DIM", 32,
-        "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", 4, "MODEL.MASK_FORMER.NHEADS", 4,
-        "MODEL.MASK_FORMER.DIM_FEEDFORWARD", 64, "MODEL.MASK_FORMER.DEC_LAYERS", 3,
-        "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", 1024]
+SYNTHETIC = "config/models/synthetic/{}.yaml"  # the embedded default's student / teacher configs
 
 
-def tiny_cfg(arch: str):
-    cfg = get_cfg()
-    cfg.merge_from_list(TINY + ["MODEL.META_ARCHITECTURE", arch])
-    return cfg
+def synthetic_cfg(stage: str, *opts):
+    return setup_cfg(str(REPO / SYNTHETIC.format(stage)), ["MODEL.DEVICE", "cpu", *opts])
 
 
 @pytest.fixture(scope="module")
 def student() -> MaskDistill:
     torch.manual_seed(0)
-    return build_model(tiny_cfg("MaskDistill"))
+    return build_model(synthetic_cfg("student"))
 
 
 def test_teacher_is_outside_the_state_dict_but_moves_along(student):
-    teacher_keys = set(build_model(tiny_cfg("MaskFormer")).state_dict())
+    teacher_keys = set(build_model(synthetic_cfg("teacher")).state_dict())
     assert set(student.state_dict()) == teacher_keys == set(student.teacher.state_dict())
     student_params = {id(p) for p in student.parameters()}
     assert not any(id(p) in student_params for p in student.teacher.parameters())
@@ -140,7 +135,7 @@ def test_teacher_is_outside_the_state_dict_but_moves_along(student):
 
 
 def test_training_without_a_teacher_is_a_clear_error():
-    model = build_model(tiny_cfg("MaskDistill")).train()
+    model = build_model(synthetic_cfg("student")).train()
     gt = box(0, 12, 0, 12)[None]
     batch = [{"image": torch.zeros(3, H, W), "instances": Instances((H, W), gt_classes=torch.tensor([0]), gt_masks=gt)}]
     with pytest.raises(RuntimeError, match="load_teacher"):
@@ -203,7 +198,7 @@ def test_student_targets_contain_exactly_the_selected_teacher_masks(student, mon
 
 
 def test_inference_is_maskformer_inference(student):
-    teacher_like = build_model(tiny_cfg("MaskFormer"))
+    teacher_like = build_model(synthetic_cfg("teacher"))
     teacher_like.load_state_dict(student.state_dict())
     image = {"image": torch.randint(0, 255, (3, 40, 56)).to(torch.uint8), "height": 40, "width": 56}
     student.eval(), teacher_like.eval()
@@ -215,12 +210,10 @@ def test_inference_is_maskformer_inference(student):
 def test_load_teacher_from_a_checkpoint(tmp_path):
     from masqclip.checkpoint import save_checkpoint
 
-    source = build_model(tiny_cfg("MaskFormer"))
+    source = build_model(synthetic_cfg("teacher"))
     path = tmp_path / "teacher.pth"
     save_checkpoint(str(path), source, iteration=7)
-    cfg = tiny_cfg("MaskDistill")
-    cfg.MODEL.DISTILL.TEACHER_WEIGHTS = str(path)
-    model = build_model(cfg).load_teacher()
+    model = build_model(synthetic_cfg("student", "MODEL.DISTILL.TEACHER_WEIGHTS", str(path))).load_teacher()
     for key, value in source.state_dict().items():
         assert torch.equal(model.teacher.state_dict()[key], value), key
     assert not model.teacher.training and model._teacher_loaded
