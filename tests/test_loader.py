@@ -13,7 +13,7 @@ from pycocotools import mask as mask_utils
 from masqclip.config import get_cfg
 from masqclip.data import DatasetCatalog, MetadataCatalog
 from masqclip.data.build import IterationSamples, build_test_loader, build_train_loader, train_records
-from masqclip.data.mapper import DatasetMapper, record_targets
+from masqclip.data.mapper import DatasetMapper, decode_segmentation, record_targets
 from masqclip.data.synthetic import SceneParams, WorldConfig, generate_world
 from masqclip.data.transforms import LSJ, GeometricTransform
 from masqclip.structures import Instances
@@ -104,6 +104,14 @@ def test_instances_emptied_by_the_crop_are_removed(tmp_path):
     assert int(inst.gt_masks.sum()) == 100
 
 
+def test_an_image_without_annotations_maps_to_zero_instances(tmp_path):
+    Image.fromarray(np.zeros((30, 50, 3), np.uint8)).save(tmp_path / "im.png")
+    record = {"file_name": str(tmp_path / "im.png"), "image_id": 2, "height": 30, "width": 50, "annotations": []}
+    mapper = DatasetMapper(is_train=True, train_augment=LSJ(image_size=32, min_scale=0.5, max_scale=1.5))
+    inst = mapper(record, np.random.default_rng(0))["instances"]
+    assert len(inst) == 0 and inst.gt_masks.shape == (0, 32, 32) and inst.gt_classes.dtype == torch.int64
+
+
 def _rle(mask: np.ndarray) -> dict:
     rle = mask_utils.encode(np.asfortranarray(mask))
     return {"size": rle["size"], "counts": rle["counts"].decode()}
@@ -182,3 +190,15 @@ def test_test_loader_resizes_and_keeps_original_size(cfg):
         assert (x["height"], x["width"]) == (rec["height"], rec["width"]) and x["image_id"] == rec["image_id"]
         assert min(x["image"].shape[1:]) == 96 and x["image"].dtype == torch.uint8
         assert x["pan_seg_file_name"] == rec["pan_seg_file_name"] and "instances" not in x
+
+
+def test_decode_segmentation_accepts_polygons_and_both_rle_forms():
+    poly = [[10.0, 10.0, 30.0, 10.0, 30.0, 20.0, 10.0, 20.0]]  # a 20 x 10 rectangle
+    m = decode_segmentation(poly, 40, 50)
+    assert m.shape == (40, 50) and m.dtype == bool and abs(int(m.sum()) - 200) <= 30
+    assert m[15, 20] and not m[5, 5]
+    uncompressed = {"size": [40, 50], "counts": [100, 40, 1860]}  # column-major runs: 0s, 1s, 0s
+    expected = np.zeros((50, 40), bool).ravel()
+    expected[100:140] = True
+    assert (decode_segmentation(uncompressed, 40, 50) == expected.reshape(50, 40).T).all()
+    assert (decode_segmentation(_rle(m.astype(np.uint8)), 40, 50) == m).all()

@@ -126,7 +126,7 @@ class DatasetMapper:
         masks, classes, sem_seg = record_targets(record, self.ignore_label)
         image = tf.apply_image(image, self.image_pad_value)
         masks = tf.apply_labels(masks, 0)
-        keep = masks.reshape(len(masks), -1).any(1)
+        keep = masks.any(axis=(1, 2))
         out = {"image": _to_chw(image), "height": record["height"], "width": record["width"],
                "file_name": record["file_name"], "image_id": record["image_id"],
                "instances": Instances(image.shape[:2], gt_classes=torch.from_numpy(classes[keep]),
