@@ -50,7 +50,12 @@ def config_from_args(args):
 def main(args) -> int:
     from ..synthetic.world import generate_world
 
+    from ..synthetic import THINGS
+
     cfg = config_from_args(args)
+    if cfg.num_val < len(THINGS):
+        print(f"warning: --num-val {cfg.num_val} < {len(THINGS)} thing categories: some categories will be "
+              "missing from the test sets")
     start = time.perf_counter()
     out = generate_world(args.output, cfg, workers=max(1, args.workers))
     print(f"synthetic world written to {out} in {time.perf_counter() - start:.1f} s "

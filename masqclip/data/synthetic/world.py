@@ -51,10 +51,11 @@ INSTANCE_FILES = {
     "val_all": ("val", "all"),
 }
 CROP_STREAMS = {"train": 3, "val": 4}
-THING_CAPTIONS = ("a photo of a {}.", "a {}.", "a picture of the {}.", "a close-up photo of a {}.",
-                  "there is a {} in the picture.", "a small {}.", "{}")
-STUFF_CAPTIONS = ("a photo of {}.", "a patch of {}.", "a texture of {}.", "{} in the background.",
-                  "a close-up of {}.", "{}")
+# caption templates: {name} = a synonym of the category, {an_name} = it with "a"/"an"
+THING_CAPTIONS = ("a photo of {an_name}.", "{an_name}.", "a picture of the {name}.", "a close-up photo of {an_name}.",
+                  "there is {an_name} in the picture.", "the {name} in the scene.", "{name}")
+STUFF_CAPTIONS = ("a photo of {name}.", "a patch of {name}.", "a texture of {name}.", "{name} in the background.",
+                  "a close-up of {name}.", "{name}")
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,9 @@ def _render_crop(task: tuple[Path, WorldConfig, str, int, int]) -> list[dict]:
         _save_png(image, out / "clip_crops" / rel)
         synonyms = cat.name.split(", ")
         templates = THING_CAPTIONS if cat.isthing else STUFF_CAPTIONS
-        caption = templates[int(rng.integers(len(templates)))].format(synonyms[int(rng.integers(len(synonyms)))])
+        name = synonyms[int(rng.integers(len(synonyms)))]
+        article = "an" if name[0] in "aeiou" else "a"
+        caption = templates[int(rng.integers(len(templates)))].format(name=name, an_name=f"{article} {name}")
         lines.append({"file": rel, "category": cat.name, "caption": caption})
     return lines
 
