@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import torch
 from panopticapi.utils import rgb2id
-from PIL import Image
+from PIL import Image, ImageOps
 from pycocotools import mask as mask_utils
 
 from ..structures import Instances
@@ -22,9 +22,9 @@ from .transforms import LSJ, GeometricTransform, ResizeShortestEdge
 
 
 def read_image(path: str) -> np.ndarray:
-    """uint8 [H, W, 3] RGB."""
+    """uint8 [H, W, 3] RGB, upright per the file's EXIF orientation (as detectron2 reads images)."""
     with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+        return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
 
 
 def read_label_png(path: str) -> np.ndarray:
