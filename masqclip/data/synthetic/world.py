@@ -30,7 +30,7 @@ from pycocotools import mask as mask_utils
 
 from . import categories as C
 from .draw import hsv_color
-from .scene import STYLES, SceneParams, render_crop, render_scene
+from .scene import STYLES, Scene, SceneParams, render_crop, render_scene
 
 WORLD_VERSION = 1
 IGNORE_LABEL = 255
@@ -91,17 +91,41 @@ def _mask_annotation(cat_id: int, mask: np.ndarray) -> dict:
             "area": int(mask_utils.area(rle)), "bbox": [float(b) for b in mask_utils.toBbox(rle)], "iscrowd": 0}
 
 
+def panoptic_targets(scene: Scene, world: str) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """The panoptic and semantic ground truth of a scene.
+
+    Returns:
+        segment ids int64 [H, W] (``category id * SEGMENT_ID_STRIDE`` for stuff, ``+ k + 1`` for the
+        k-th thing), semantic labels uint8 [H, W] (contiguous ids of ``world``), and the
+        ``segments_info`` of the segments left visible.
+    """
+    segments = [(int(s) * SEGMENT_ID_STRIDE, int(s), scene.stuff == s) for s in np.unique(scene.stuff)]
+    segments += [(cid * SEGMENT_ID_STRIDE + k + 1, cid, m) for k, (cid, m) in enumerate(scene.things)]
+    ids = np.zeros(scene.stuff.shape, np.int64)
+    for seg_id, _, m in segments:
+        ids[m] = seg_id  # things come last, so they overwrite the stuff under them
+    info = []
+    for seg_id, cid, _ in segments:
+        m = ids == seg_id
+        if m.any():
+            ann = _mask_annotation(cid, m)
+            info.append({"id": seg_id, "category_id": cid, "iscrowd": 0, "area": ann["area"], "bbox": ann["bbox"]})
+    lut = np.full(max(C.BY_ID) + 1, IGNORE_LABEL, np.uint8)
+    for dataset_id, contiguous in contiguous_ids(world).items():
+        lut[dataset_id] = contiguous
+    return ids, lut[scene.category_map()], info
+
+
 def _render_image(task: tuple[Path, WorldConfig, str, int]) -> dict:
     """Render image ``index`` of ``split``, write its PNGs, return its annotations (JSON-ready)."""
     out, cfg, split, index = task
     world, stream, outputs = SPLITS[split]
-    n_things, n_stuff = len(C.THINGS), len(C.STUFF_B)
+    stuff = C.world_categories(world)[len(C.THINGS):]
     cover = split != "train"  # test sets draw each category first in turn, so all of them appear
     scene = render_scene(
-        _rng(cfg.seed, stream, index), things=C.THINGS, stuff=C.world_categories(world)[n_things:],
-        style=STYLES[world], params=cfg.scene,
-        must_things=(C.THINGS[index % n_things],) if cover else (),
-        must_stuff=(C.world_categories(world)[n_things + index % n_stuff],) if cover else (),
+        _rng(cfg.seed, stream, index), things=C.THINGS, stuff=stuff, style=STYLES[world], params=cfg.scene,
+        must_things=(C.THINGS[index % len(C.THINGS)],) if cover else (),
+        must_stuff=(stuff[index % len(stuff)],) if cover else (),
     )
     name = f"{index + 1:06d}.png"
     _save_png(scene.image, out / "images" / split / name)
@@ -109,25 +133,8 @@ def _render_image(task: tuple[Path, WorldConfig, str, int]) -> dict:
     record = {"image": {"id": index + 1, "file_name": name, "height": height, "width": width},
               "things": [_mask_annotation(cid, m) for cid, m in scene.things]}
     if "panoptic" in outputs:
-        ids = np.zeros((height, width), np.int64)
-        segments = []
-        for stuff_id in np.unique(scene.stuff):
-            segments.append((int(stuff_id) * SEGMENT_ID_STRIDE, int(stuff_id), scene.stuff == stuff_id))
-        for k, (cid, m) in enumerate(scene.things):
-            segments.append((cid * SEGMENT_ID_STRIDE + k + 1, cid, m))
-        info = []
-        for seg_id, cid, m in segments:
-            ids[m] = seg_id  # things come last, so they overwrite the stuff under them
-        for seg_id, cid, _ in segments:
-            m = ids == seg_id
-            if m.any():
-                ann = _mask_annotation(cid, m)
-                info.append({"id": seg_id, "category_id": cid, "iscrowd": 0, "area": ann["area"], "bbox": ann["bbox"]})
+        ids, sem, info = panoptic_targets(scene, world)
         _save_png(id2rgb(ids), out / f"panoptic_{split}" / name)
-        lut = np.full(max(C.BY_ID) + 1, IGNORE_LABEL, np.uint8)
-        for dataset_id, contiguous in contiguous_ids(world).items():
-            lut[dataset_id] = contiguous
-        sem = lut[scene.category_map()]
         _save_png(sem, out / f"semantic_{split}" / name)
         record["panoptic"] = {"image_id": index + 1, "file_name": name, "segments_info": info}
     return record
