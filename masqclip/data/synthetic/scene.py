@@ -51,6 +51,10 @@ class SceneParams:
     secondary_sat: float = 0.55  # texture colour = primary with sat x this, val x secondary_val
     secondary_val: float = 0.4
     outline_darkness: float = 0.3
+    boundary_wave: float = 0.06  # stuff boundary wave amplitude, fraction of the image height
+    band_range: tuple[float, float] = (0.15, 0.85)  # world B: band boundaries, fraction of the height
+    crop_radius_range: tuple[float, float] = (0.3, 0.45)  # CLIP crops: thing half-size / crop size
+    crop_zoom: float = 2.0  # CLIP crops: texture magnification relative to scenes
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -99,13 +103,14 @@ def stuff_layer(rng: np.random.Generator, cat: Category, height: int, width: int
     return _texture(rng, cat, u, v, scale, p)
 
 
-def _stuff_labels(rng: np.random.Generator, ids: list[int], height: int, width: int, style: Style) -> np.ndarray:
+def _stuff_labels(rng: np.random.Generator, ids: list[int], height: int, width: int, style: Style,
+                  p: SceneParams) -> np.ndarray:
     """int32 [H, W]: which of ``ids`` covers each pixel; every id gets at least a seed/band."""
     yy = np.arange(height, dtype=np.float32)[:, None] + 0.5
     xx = np.arange(width, dtype=np.float32)[None, :] + 0.5
-    amp, wavelength = 0.06 * height, rng.uniform(0.4, 1.0) * width
+    amp, wavelength = p.boundary_wave * height, rng.uniform(0.4, 1.0) * width
     if style.layout == "bands":
-        cuts = np.sort(rng.uniform(0.15, 0.85, len(ids) - 1)) * height
+        cuts = np.sort(rng.uniform(*p.band_range, len(ids) - 1)) * height
         edges = np.concatenate([cuts, [np.inf]])
         wavy_y = yy + amp * np.sin(2 * math.pi * xx / wavelength + rng.uniform(0, 2 * math.pi))
         band = (wavy_y[None] > edges[:-1, None, None]).sum(0) if len(ids) > 1 else np.zeros_like(wavy_y, int)
@@ -168,7 +173,7 @@ def render_scene(rng: np.random.Generator, *, things: tuple[Category, ...], stuf
     n_stuff = int(rng.integers(p.stuff_per_image[0], p.stuff_per_image[1] + 1))
     rest = [c for c in stuff if c not in must_stuff]
     stuff_cats = list(must_stuff) + [rest[i] for i in rng.permutation(len(rest))[: max(0, n_stuff - len(must_stuff))]]
-    labels = _stuff_labels(rng, [c.id for c in stuff_cats], height, width, style)
+    labels = _stuff_labels(rng, [c.id for c in stuff_cats], height, width, style, p)
     canvas = np.zeros((height, width, 3), np.float32)
     for cat in stuff_cats:
         region = labels == cat.id
@@ -205,13 +210,13 @@ def render_crop(rng: np.random.Generator, cat: Category, *, size: int, backgroun
     style); a stuff category fills the crop.
     """
     style = STYLES["a" if rng.random() < 0.5 else "b"]
-    scale = size / REFERENCE_SIZE * 2.0  # crops are zoomed-in views: textures look larger
+    scale = size / REFERENCE_SIZE * params.crop_zoom  # crops are zoomed-in views: textures look larger
     if cat.isthing:
         bg = backgrounds[int(rng.integers(len(backgrounds)))]
         canvas = stuff_layer(rng, bg, size, size, scale, params)
         centre = size / 2 + rng.uniform(-0.1, 0.1, 2) * size
         u, v = draw.object_frame(size, size, centre[0], centre[1], rng.uniform(0, 2 * math.pi))
-        mask = draw.shape_mask(cat.shape, u, v, rng.uniform(0.3, 0.45) * size, rng.uniform(*params.stretch_range))
+        mask = draw.shape_mask(cat.shape, u, v, rng.uniform(*params.crop_radius_range) * size, rng.uniform(*params.stretch_range))
         _paint_thing(canvas, rng, cat, mask, u, v, scale, style, params)
     else:
         canvas = stuff_layer(rng, cat, size, size, scale, params)
