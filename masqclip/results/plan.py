@@ -258,7 +258,10 @@ class Plan:
         spec = self.config["settings"][setting]
         test_spec = spec["tests"][test] if test != "proposals" else spec["proposals"]
         model_overrides = (overrides_from or stage).model_overrides
-        opts = {**model_overrides, **test_spec.get("overrides", {}), **(extra or {})}
+        # The model's test vocabulary follows DATASETS.TEST; each job writes under its own OUTPUT_DIR.
+        opts = {**model_overrides, "DATASETS.TEST": [test_spec["dataset"]],
+                "OUTPUT_DIR": f"{self.results}/eval/{setting}/{variant}/{test}",
+                **test_spec.get("overrides", {}), **(extra or {})}
         uses_clip = stage.kind == "tuning" or overrides_from is not None  # proposals need no CLIP
         if uses_clip:
             opts.update(self.clip_opts())
@@ -318,6 +321,13 @@ class Plan:
         spec = self.config.get("qualitative", {})
         return [f"{self.results}/plots/qualitative/{s}/{i}.png"
                 for s, images in spec.items() if s in self.settings for i in range(len(images))]
+
+    def qualitative_opts(self, setting: str) -> dict:
+        """Overrides of ``masqclip predict`` for a setting's final model: its model overrides, the
+        small CLIP, and the vocabulary of the setting's first test set."""
+        final = self.stages[("tuning", setting, self.rounds)]
+        first_test = next(iter(self.config["settings"][setting]["tests"].values()))
+        return {**final.model_overrides, **self.clip_opts(), "DATASETS.TEST": [first_test["dataset"]]}
 
     def final_targets(self) -> list[str]:
         return self.table_files() + self.plot_files() + self.qualitative_files()

@@ -84,9 +84,7 @@ rule qualitative:
         ),
     params:
         image=lambda wc: f"{PLAN.data_root}/{config['qualitative'][wc.setting][int(wc.index)]}",
-        opts=lambda wc: format_opts(
-            {**PLAN.stages[("tuning", wc.setting, PLAN.rounds)].model_overrides, **PLAN.clip_opts()}
-        ),
+        opts=lambda wc: format_opts(PLAN.qualitative_opts(wc.setting)),
     log:
         f"{R}/logs/qualitative/{{setting}}/{{index}}.log",
     benchmark:
