@@ -160,6 +160,8 @@ class SetCriterion(nn.Module):
             etc. for ``outputs["aux_outputs"][i]``; scalar tensors.
         """
         num_masks = self.num_masks(targets, outputs["pred_logits"].device)
+        # convert bool masks to float once, not once per decoder level in the matcher and the loss
+        targets = [{**t, "masks": t["masks"].to(torch.float32)} for t in targets]
         levels = [("", outputs)] + [(f"_{i}", aux) for i, aux in enumerate(outputs.get("aux_outputs", []))]
         losses: dict[str, Tensor] = {}
         for suffix, out in levels:
