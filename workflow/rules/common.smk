@@ -80,5 +80,11 @@ def stage_of(wildcards, kind):
     return PLAN.stage(kind, wildcards.setting, int(getattr(wildcards, "round", 0)), wildcards.sig)
 
 
+def train_tags(wildcards, stage):
+    """MLflow tags of a training job: setting, stage and round."""
+    rnd = getattr(wildcards, "round", 0)
+    return f"--tag setting={wildcards.setting} --tag stage={stage} --tag round={rnd}"
+
+
 def final_targets(wildcards=None):
     return PLAN.final_targets()

@@ -7,67 +7,34 @@
 # SNAKEMAKE_OUTPUT_CACHE set), which Snakemake refuses together with `benchmark:`; their timing is in
 # train_metrics.json and the log instead.
 
-rule train_teacher:
-    input:
-        config=lambda wc: stage_of(wc, "teacher").config,
-        data=lambda wc: stage_of(wc, "teacher").inputs,
-    output:
-        **train_outputs(f"{R}/models/{{setting}}/teacher-{{sig}}"),
-    params:
-        launcher=launcher,
-        outdir=output_dir,
-        opts=lambda wc: stage_of(wc, "teacher").command_opts(),
-    log:
-        f"{R}/logs/train/{{setting}}/teacher-{{sig}}.log",
-    resources:
-        **res("teacher"),
-    cache: "omit-software"
-    conda:
-        CONDA_ENV
+# rule name: (plan stage kind, folder under results/models/<setting>/, MLflow stage tag)
+TRAIN_RULES = {
+    "train_teacher": ("teacher", "teacher-{sig}", "teacher"),
+    "train_student": ("student", "student{round}-{sig}", "student"),
+    "train_tuning": ("tuning", "masqclip-r{round}-{sig}", "masq-tuning"),
+}
 
-    shell:
-        "{params.launcher} train --config-file {input.config} --resume --tag setting={wildcards.setting} --tag stage=teacher --tag round=0 OUTPUT_DIR {params.outdir} {params.opts} > {log} 2>&1"
+for rule_name, (kind, folder, stage_tag) in TRAIN_RULES.items():
 
-
-rule train_student:
-    input:
-        config=lambda wc: stage_of(wc, "student").config,
-        data=lambda wc: stage_of(wc, "student").inputs,
-    output:
-        **train_outputs(f"{R}/models/{{setting}}/student{{round}}-{{sig}}"),
-    params:
-        launcher=launcher,
-        outdir=output_dir,
-        opts=lambda wc: stage_of(wc, "student").command_opts(),
-    log:
-        f"{R}/logs/train/{{setting}}/student{{round}}-{{sig}}.log",
-    resources:
-        **res("student"),
-    cache: "omit-software"
-    conda:
-        CONDA_ENV
-
-    shell:
-        "{params.launcher} train --config-file {input.config} --resume --tag setting={wildcards.setting} --tag stage=student --tag round={wildcards.round} OUTPUT_DIR {params.outdir} {params.opts} > {log} 2>&1"
-
-
-rule train_tuning:
-    input:
-        config=lambda wc: stage_of(wc, "tuning").config,
-        data=lambda wc: stage_of(wc, "tuning").inputs,
-    output:
-        **train_outputs(f"{R}/models/{{setting}}/masqclip-r{{round}}-{{sig}}"),
-    params:
-        launcher=launcher,
-        outdir=output_dir,
-        opts=lambda wc: stage_of(wc, "tuning").command_opts(),
-    log:
-        f"{R}/logs/train/{{setting}}/masqclip-r{{round}}-{{sig}}.log",
-    resources:
-        **res("tuning"),
-    cache: "omit-software"
-    conda:
-        CONDA_ENV
-
-    shell:
-        "{params.launcher} train --config-file {input.config} --resume --tag setting={wildcards.setting} --tag stage=masq-tuning --tag round={wildcards.round} OUTPUT_DIR {params.outdir} {params.opts} > {log} 2>&1"
+    rule:
+        name:
+            rule_name
+        input:
+            config=lambda wc, kind=kind: stage_of(wc, kind).config,
+            data=lambda wc, kind=kind: stage_of(wc, kind).inputs,
+        output:
+            **train_outputs(f"{R}/models/{{setting}}/{folder}"),
+        params:
+            launcher=launcher,
+            outdir=output_dir,
+            tags=lambda wc, tag=stage_tag: train_tags(wc, tag),
+            opts=lambda wc, kind=kind: stage_of(wc, kind).command_opts(),
+        log:
+            f"{R}/logs/train/{{setting}}/{folder}.log",
+        resources:
+            **res(kind),
+        cache: "omit-software"
+        conda:
+            CONDA_ENV
+        shell:
+            "{params.launcher} train --config-file {input.config} --resume {params.tags} OUTPUT_DIR {params.outdir} {params.opts} > {log} 2>&1"
