@@ -22,4 +22,4 @@ rule pretrain_clip:
         CONDA_ENV
 
     shell:
-        "masqclip pretrain-clip --crops {params.crops} --output {output.weights} --seed {params.seed} {params.args} > {log} 2>&1"
+        "masqclip pretrain-clip --crops {params.crops} --output {output.weights} --metrics {output.metrics} --seed {params.seed} {params.args} > {log} 2>&1"
