@@ -131,6 +131,18 @@ def test_teacher_student_eval_predict_end_to_end(world, tmp_path, monkeypatch):
     assert Image.open(out).size == Image.open(image).size
     assert pred["source"] == "instances" and pred["segments"] and pred["segments"][0]["class"] == "object"
 
+    # MasQ-Tuning model (tiny random CLIP) from the teacher's mask-generator checkpoint, any vocabulary
+    monkeypatch.setenv("MASQCLIP_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "pred" / "vocab.png"
+    assert cli(["predict", "--config-file", str(config), "--weights", str(teacher / "model_final.pth"),
+                "--image", str(image), "--output", str(out), "--vocab", "red thing; blue thing, azure thing",
+                "--min-score", "0", "MODEL.META_ARCHITECTURE", "MasQTuning", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "8",
+                "MODEL.MASQ_CLIP.MODEL_NAME", "['masqclip-tiny']", "MODEL.MASQ_CLIP.PRETRAINED", "''",
+                "MODEL.MASQ_CLIP.TRAIN_MASK_SIZE", "64"]) == 0
+    pred = json.loads(out.with_suffix(".json").read_text())
+    assert pred["classes"] == ["red thing", "blue thing, azure thing"]
+    assert pred["segments"] and {s["class"] for s in pred["segments"]} <= {"red thing", "blue thing"}
+
     mlflow.set_tracking_uri(uri)
     try:
         runs = mlflow.search_runs(experiment_names=["masqclip"])

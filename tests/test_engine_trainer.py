@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from engine_toys import RaiseAt, ToyModel, run_toy, toy_batches, toy_cfg
-from masqclip.checkpoint import load_checkpoint
+from masqclip.checkpoint import load_checkpoint, save_checkpoint
+from masqclip.engine.checkpointer import load_model_weights
 from masqclip.engine.defaults import build_trainer
 from masqclip.engine.trainer import AMPTrainer, SimpleTrainer
 
@@ -118,3 +119,16 @@ def test_amp_trainer_paths_on_cpu(tmp_path):
         trainer.train(0, 30)
         first = trainer.storage.mean_since("total_loss", 0)
         assert trainer.storage.mean_since("total_loss", 25) < first
+
+
+def test_model_weights_may_be_partial_but_not_foreign(tmp_path):
+    donor = ToyModel()
+    partial = {"model": {k: v for k, v in donor.state_dict().items() if k.startswith("backbone.")}}
+    torch.save(partial, tmp_path / "partial.pth")
+    model = ToyModel()
+    missing, unexpected = load_model_weights(model, str(tmp_path / "partial.pth"))
+    assert missing and not unexpected and all(not k.startswith("backbone.") for k in missing)
+    assert torch.equal(model.backbone[0].weight, donor.backbone[0].weight)
+    save_checkpoint(tmp_path / "foreign.pth", torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="none of this model's parameters"):
+        load_model_weights(ToyModel(), str(tmp_path / "foreign.pth"))

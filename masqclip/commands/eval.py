@@ -41,7 +41,7 @@ def main(args) -> int:
     import json
     import os
 
-    from ..checkpoint import load_checkpoint
+    from ..engine.checkpointer import load_model_weights
     from ..engine.defaults import default_setup, evaluate_datasets
     from ..modeling import build_model
     from ..tracking import Tracker, default_tags, flatten_metrics, parse_tags
@@ -56,9 +56,7 @@ def main(args) -> int:
     extra_tags = parse_tags(args.tag)
     cfg = default_setup(cfg, rank=0)
     model = build_model(cfg).to(resolve_device(cfg.MODEL.DEVICE))
-    missing, unexpected, _ = load_checkpoint(model, cfg.MODEL.WEIGHTS)
-    if missing:
-        raise SystemExit(f"masqclip eval: {cfg.MODEL.WEIGHTS} lacks {len(missing)} parameters, e.g. {missing[:5]}")
+    load_model_weights(model, cfg.MODEL.WEIGHTS)
     outputs = output_paths(args.output or os.path.join(cfg.OUTPUT_DIR, "metrics.json"), datasets)
     for name in datasets:
         tracker = Tracker.from_config(cfg, experiment=args.experiment)

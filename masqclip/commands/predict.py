@@ -39,19 +39,9 @@ def add_arguments(parser) -> None:
     add_config_arguments(parser)
 
 
-def class_names(cfg, vocab: str) -> list[str]:
-    """Names shown for category ids: --vocab, MODEL.MASQ_CLIP.VOCABULARY, the test set's, or "object"."""
-    from ..modeling.clip.text import parse_vocabulary
-
-    if vocab or cfg.MODEL.MASQ_CLIP.VOCABULARY:
-        return [", ".join(c) for c in parse_vocabulary(vocab or list(cfg.MODEL.MASQ_CLIP.VOCABULARY))]
-    if cfg.MODEL.META_ARCHITECTURE != "MasQTuning" or not cfg.DATASETS.TEST:
-        return [AGNOSTIC_NAME]
-    from ..data import datasets  # noqa: F401  (registers the dataset names)
-    from ..data.catalog import MetadataCatalog
-
-    meta = MetadataCatalog.get(cfg.DATASETS.TEST[0])
-    return list(meta.get("stuff_classes") or meta.get("thing_classes") or [AGNOSTIC_NAME])
+def class_names(model) -> list[str]:
+    """Names of the model's category ids: a MasQ-Tuning model's ``test_vocabulary``, else "object"."""
+    return list(getattr(model, "test_vocabulary", None) or [AGNOSTIC_NAME])
 
 
 def extract_segments(output: dict, names: list[str], min_score: float) -> tuple[str, list[dict]]:
@@ -136,7 +126,7 @@ def main(args) -> int:
 
     import torch
 
-    from ..checkpoint import load_checkpoint
+    from ..engine.checkpointer import load_model_weights
     from ..data.mapper import DatasetMapper, read_image
     from ..modeling import build_model
     from ..utils.logger import setup_logger
@@ -146,14 +136,12 @@ def main(args) -> int:
     cfg.MODEL.WEIGHTS = args.weights
     cfg.freeze()
     model = build_model(cfg)
-    missing, _, _ = load_checkpoint(model, args.weights)
-    if missing:
-        raise SystemExit(f"masqclip predict: {args.weights} lacks {len(missing)} parameters, e.g. {missing[:5]}")
-    names = class_names(cfg, args.vocab)
+    load_model_weights(model, args.weights)
     if args.vocab:
         if not hasattr(model, "set_vocabulary"):
             raise SystemExit(f"masqclip predict: --vocab needs a MasQTuning model, not {cfg.MODEL.META_ARCHITECTURE}")
-        model.set_vocabulary(names)
+        model.set_vocabulary(args.vocab)
+    names = class_names(model)
     image = read_image(args.image)
     record = {"file_name": args.image, "image_id": os.path.basename(args.image),
               "height": image.shape[0], "width": image.shape[1]}

@@ -72,6 +72,31 @@ def _write_text_atomic(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
+def load_model_weights(model: nn.Module, path: str) -> tuple[list[str], list[str]]:
+    """Load ``path`` into ``model`` by name for training or inference; partial files are fine.
+
+    A partial match is normal (a MasQTuning model loading a mask-generator checkpoint keeps the
+    CLIP weights it was built with); the missing/unexpected keys are logged by ``load_checkpoint``.
+    Tensors whose shape differs are skipped with a warning, as detectron2 does for ``MODEL.WEIGHTS``
+    (``criterion.empty_weight`` has NUM_CLASSES + 1 entries: 2 in a teacher, vocabulary + 1 in
+    MasQ-Tuning); resuming, by contrast, is strict.
+
+    Returns:
+        (missing keys, unexpected keys).
+
+    Raises:
+        ValueError: when not one of the model's parameters is in the file (the wrong checkpoint).
+    """
+    from ..checkpoint import load_checkpoint
+
+    missing, unexpected, _ = load_checkpoint(unwrap(model), path, strict_shapes=False)
+    if len(missing) == len(unwrap(model).state_dict()):
+        raise ValueError(f"{path} holds none of this model's parameters (unexpected keys, e.g. {unexpected[:5]})")
+    get_logger("engine").info("loaded weights %s (%d missing, %d unexpected keys)", path, len(missing),
+                              len(unexpected))
+    return missing, unexpected
+
+
 class Checkpointer:
     """Saves and restores the model plus the objects that make a run resumable.
 
@@ -138,9 +163,7 @@ class Checkpointer:
             if resume:
                 self.logger.info("--resume: no checkpoint in %s yet; starting from scratch", self.output_dir)
             if weights:
-                missing, unexpected, _ = load_checkpoint(unwrap(self.model), weights)
-                self.logger.info("loaded weights %s (%d missing, %d unexpected keys)", weights,
-                                 len(missing), len(unexpected))
+                load_model_weights(self.model, weights)
             return 0
         missing, unexpected, rest = load_checkpoint(unwrap(self.model), last)
         if missing or unexpected:
