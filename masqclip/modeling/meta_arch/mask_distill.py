@@ -17,8 +17,6 @@ Training output: weighted losses (keys starting with ``loss_``) plus the non-los
 """
 from __future__ import annotations
 
-import logging
-
 import torch
 
 from ..losses.distill import select_distill_targets
@@ -27,8 +25,6 @@ from .build import META_ARCH_REGISTRY
 from .mask_former import MaskFormer
 
 __all__ = ["EXTRA_TARGET_CLASS", "MaskDistill", "NUM_EXTRA_KEY"]
-
-logger = logging.getLogger(__name__)
 
 # Metric key (not a loss) in MaskDistill's training output.
 NUM_EXTRA_KEY = "distill/num_extra"
@@ -95,7 +91,7 @@ class MaskDistill(MaskFormer):
             path: checkpoint file; default ``teacher_weights`` (from the config).
 
         Raises:
-            ValueError: no path, or the checkpoint lacks teacher parameters.
+            ValueError: no path, the checkpoint lacks teacher parameters, or a shape differs.
         """
         path = path or self.teacher_weights
         if not path:
@@ -103,12 +99,9 @@ class MaskDistill(MaskFormer):
                              "MODEL.DISTILL.TEACHER_WEIGHTS nor MODEL.WEIGHTS is set")
         from ...checkpoint import load_checkpoint  # late: checkpoint code is only needed here
 
-        missing, unexpected, _ = load_checkpoint(self.teacher, path)
+        missing, _, _ = load_checkpoint(self.teacher, path)  # logs unexpected keys, raises on shape mismatch
         if missing:
             raise ValueError(f"teacher checkpoint {path} lacks {len(missing)} parameters, e.g. {missing[:5]}")
-        if unexpected:
-            logger.warning("teacher checkpoint %s: %d unexpected keys ignored, e.g. %s", path, len(unexpected),
-                           list(unexpected)[:5])
         self._hold_teacher(self.teacher)
         self._teacher_loaded = True
         return self
