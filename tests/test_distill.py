@@ -217,3 +217,7 @@ def test_load_teacher_from_a_checkpoint(tmp_path):
     for key, value in source.state_dict().items():
         assert torch.equal(model.teacher.state_dict()[key], value), key
     assert not model.teacher.training and model._teacher_loaded
+    partial = {k: v for k, v in source.state_dict().items() if not k.startswith("backbone.")}
+    torch.save({"model": partial}, tmp_path / "partial.pth")
+    with pytest.raises(ValueError, match="lacks"):
+        model.load_teacher(str(tmp_path / "partial.pth"))
