@@ -96,7 +96,7 @@ class RaiseAt(HookBase):
 
 
 def run_toy(cfg, *, resume: bool = False, dropout: float = 0.1, bad_iters: tuple[int, ...] = (), tracker=None,
-            extra_hooks=(), eval_function=None):
+            extra_hooks=(), eval_function=None, progress_bar: bool = False):
     """default_setup + run_training on the toy model; returns (model, final metrics)."""
     cfg = default_setup(cfg)
     model = ToyModel(dropout=dropout)
@@ -106,7 +106,7 @@ def run_toy(cfg, *, resume: bool = False, dropout: float = 0.1, bad_iters: tuple
                            rank=rank, world_size=world_size, bad_iters=bad_iters)
 
     final = run_training(cfg, model=model, build_loader=build_loader, resume=resume, tracker=tracker,
-                         progress_bar=False, extra_hooks=extra_hooks, eval_function=eval_function)
+                         progress_bar=progress_bar, extra_hooks=extra_hooks, eval_function=eval_function)
     return model, final
 
 

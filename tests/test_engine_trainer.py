@@ -132,3 +132,14 @@ def test_model_weights_may_be_partial_but_not_foreign(tmp_path):
     save_checkpoint(tmp_path / "foreign.pth", torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="none of this model's parameters"):
         load_model_weights(ToyModel(), str(tmp_path / "foreign.pth"))
+
+
+def test_progress_bar_on_a_terminal_and_time_based_rows(tmp_path, capsys):
+    run_toy(toy_cfg(tmp_path / "bar"), progress_bar=True)
+    err = capsys.readouterr().err
+    assert "12/12" in err and "loss=" in err
+    assert "iter 2/12" not in (tmp_path / "bar" / "log.txt").read_text()  # the bar replaces log lines
+    # rows every LOG_SECONDS even when LOG_PERIOD is far away (SLURM logs of slow jobs)
+    run_toy(toy_cfg(tmp_path / "sec", **{"SOLVER.LOG_PERIOD": 1000, "SOLVER.LOG_SECONDS": 0.0}))
+    rows = (tmp_path / "sec" / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 12
