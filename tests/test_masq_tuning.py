@@ -181,3 +181,20 @@ def test_official_cross_dataset_names_and_shapes(shared_dir):
     ours = {k: (tuple(v.shape), str(v.dtype).replace("torch.", "")) for k, v in state.items()}
     assert sorted(set(ours) - set(official)) == [] and sorted(set(official) - set(ours)) == []
     assert ours == official
+
+
+def test_dataset_vocabulary_from_metadata(model):
+    from masqclip.data.catalog import MetadataCatalog
+
+    name = "_masq_tuning_test_vocabulary"
+    MetadataCatalog.get(name).set(stuff_classes=["cat", "dog, puppy", "grass"], thing_classes=["cat", "dog, puppy"],
+                                  thing_dataset_id_to_contiguous_id={1: 0, 2: 1})
+    try:
+        m = copy.copy(model)  # shallow: only attributes are reassigned below
+        m.set_dataset_vocabulary(name)  # the config's VOCABULARY is fixed: kept
+        assert m.test_vocabulary == ["red disc", "blue box, box", "grass"]
+        m.fixed_vocabulary = False
+        m.set_dataset_vocabulary(name)
+        assert m.test_vocabulary == ["cat", "dog, puppy", "grass"] and m.thing_ids == [0, 1]
+    finally:
+        MetadataCatalog.remove(name)

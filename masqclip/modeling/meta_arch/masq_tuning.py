@@ -92,7 +92,7 @@ class MasQTuning(MaskFormer):
     def __init__(self, *, masqclip: MasQCLIP, text_embedder: TextEmbedder, clip_mean: Sequence[float],
                  clip_std: Sequence[float], logit_scale: float, label_dice_threshold: float, train_mask_size: int,
                  use_object_score: bool, train_vocabulary: Sequence[str] | None = None,
-                 test_vocabulary: Sequence[str] | None = None, **kwargs):
+                 test_vocabulary: Sequence[str] | None = None, fixed_vocabulary: bool = False, **kwargs):
         """
         Args:
             masqclip: the CLIP vision tower with mask class tokens.
@@ -103,6 +103,8 @@ class MasQTuning(MaskFormer):
             train_mask_size: masks are compared at this square size for label assignment.
             use_object_score: add log p_obj to the CLIP log-probabilities at inference.
             train_vocabulary / test_vocabulary: class names (synonyms ", "-separated); None = set later.
+            fixed_vocabulary: the user gave the vocabulary (MODEL.MASQ_CLIP.VOCABULARY): dataset
+                vocabularies never replace it.
             **kwargs: ``MaskFormer``'s constructor arguments (the mask generator).
         """
         super().__init__(**kwargs)
@@ -116,6 +118,7 @@ class MasQTuning(MaskFormer):
         self.use_object_score = use_object_score
         self.train_vocabulary = list(train_vocabulary) if train_vocabulary else None
         self.test_vocabulary = list(test_vocabulary) if test_vocabulary else None
+        self.fixed_vocabulary = fixed_vocabulary
         self._embedding_memo: dict[tuple[str, ...], torch.Tensor] = {}
         for module in (self.backbone, self.sem_seg_head, self.criterion):
             module.requires_grad_(False)
@@ -137,7 +140,7 @@ class MasQTuning(MaskFormer):
         kwargs.update(masqclip=masqclip, text_embedder=embedder, clip_mean=mean, clip_std=std,
                       logit_scale=mc.LOGIT_SCALE, label_dice_threshold=mc.LABEL_DICE_THRESHOLD,
                       train_mask_size=mc.TRAIN_MASK_SIZE, use_object_score=mc.USE_OBJECT_SCORE,
-                      train_vocabulary=train_vocab, test_vocabulary=test_vocab)
+                      train_vocabulary=train_vocab, test_vocabulary=test_vocab, fixed_vocabulary=bool(vocab))
         return kwargs
 
     # -- modes, weights, vocabularies ---------------------------------------------------------
@@ -165,6 +168,11 @@ class MasQTuning(MaskFormer):
         self.test_vocabulary = [", ".join(syn) for syn in parse_vocabulary(names)]
         if thing_ids is not None:
             self.thing_ids = list(thing_ids)
+
+    def set_dataset_vocabulary(self, dataset_name: str) -> None:
+        """Inference vocabulary and thing ids of a registered dataset (no-op with a fixed vocabulary)."""
+        if not self.fixed_vocabulary:
+            self.set_vocabulary(*vocabulary_from_metadata(dataset_name))
 
     def text_embeddings(self, vocabulary: Sequence[str] | None) -> torch.Tensor:
         """float [K + 1, D] on the model's device ("background" last), memoised per vocabulary."""
