@@ -67,6 +67,16 @@ def test_resume_after_exception_gives_identical_weights(tmp_path):
     resumed, final = run_toy(cfg, resume=True)
     assert final["start_iter"] == 4
     _assert_same_weights(full, resumed)
+    # the metric rows the interrupted run wrote after its checkpoint are rewritten, not repeated
+    rows = [json.loads(x) for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    full_rows = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [r["iteration"] for r in full_rows]
+    assert [r["total_loss"] for r in rows] == pytest.approx([r["total_loss"] for r in full_rows])
+    # resuming a finished run changes nothing and keeps its final metrics
+    before = json.loads((tmp_path / "cut" / "train_metrics.json").read_text())["metrics"]
+    again, final = run_toy(cfg, resume=True)
+    _assert_same_weights(full, again)
+    assert final["start_iter"] == 12 and final["total_loss"] == before["total_loss"]
 
 
 def test_resume_after_sigkill_gives_identical_weights(tmp_path):

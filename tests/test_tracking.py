@@ -48,7 +48,7 @@ def test_tiny_run_is_queryable(tmp_path, monkeypatch):
     assert run["metrics.segm/AP50"] == 12.5 and run["metrics.lr"] > 0 and run["metrics.time"] > 0
     assert run["metrics.proposals/AR_10"] == 40.0  # "@" is not allowed in MLflow metric names
     artifacts = {a.path for a in client.list_artifacts(run_id)}
-    assert {"config.yaml", "metrics.jsonl", "train_metrics.json"} <= artifacts
+    assert {"config.yaml", "metrics.jsonl", "train_metrics.json", "training_curve.png"} <= artifacts
     assert final["segm/AP50"] == 12.5
 
 

@@ -123,6 +123,7 @@ class MetricsWriter(HookBase):
         self._bar = None
 
     def before_train(self) -> None:
+        self._drop_rows_from(self.trainer.start_iter)
         self._row_start_iter = self.trainer.start_iter
         self._row_start_time = time.perf_counter()
         if self.progress_bar:
@@ -130,6 +131,19 @@ class MetricsWriter(HookBase):
 
             self._bar = tqdm(total=self.trainer.max_iter, initial=self.trainer.start_iter, desc="train",
                              dynamic_ncols=True)
+
+    def _drop_rows_from(self, first_iter: int) -> None:
+        """A resumed run rewrites the rows an interrupted one wrote after its last checkpoint."""
+        if not os.path.isfile(self.path):
+            return
+        with open(self.path, encoding="utf-8") as fh:
+            rows = [line for line in fh if line.strip()]
+        kept = [line for line in rows if json.loads(line).get("iteration", -1) < first_iter]
+        if len(kept) < len(rows):
+            with open(self.path, "w", encoding="utf-8") as fh:
+                fh.writelines(kept)
+        if kept:
+            self.last_row = json.loads(kept[-1])
 
     def after_step(self) -> None:
         it, storage = self.trainer.iter, self.trainer.storage
