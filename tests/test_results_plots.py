@@ -53,7 +53,8 @@ def test_plots_cli_writes_planned_files(tmp_path):
     clip = tmp_path / "clip/tiny.pt"
     clip.parent.mkdir()
     clip.write_bytes(b"x")
-    (clip.parent / "tiny.json").write_text(json.dumps({"zero_shot_accuracy": 0.93, "per_category": {"acc_red": 0.8}}))
+    (clip.parent / "tiny.json").write_text(json.dumps({"model_name": "masqclip-tiny", "zero_shot_top1": 93.0,
+                                                       "zero_shot_per_category": {"red disc": 80.0, "sky": 100.0}}))
     out = tmp_path / "plots"
     cmd = [sys.executable, "-m", "masqclip.cli", "results", "plots", "--output-dir", str(out), "--settings",
            "base-novel", "--rounds", "1", "--clip-weights", str(clip),
@@ -64,6 +65,12 @@ def test_plots_cli_writes_planned_files(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == sorted(expected)
     for name in expected:
         _assert_png_has_content(out / name)
+
+
+def test_zero_shot_figures_from_pretrain_clip_metrics():
+    data = {"model_name": "m", "steps": 10, "zero_shot_top1": 92.5, "zero_shot_per_category": {"a": 90.0, "b": 95}}
+    assert plots.zero_shot_figures(data) == (92.5, {"a": 90.0, "b": 95.0})
+    assert plots.zero_shot_figures({"val_accuracy": 0.5}) == (0.5, {})
 
 
 def test_clip_plot_needs_accuracy_figures(tmp_path):

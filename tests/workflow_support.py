@@ -37,7 +37,7 @@ STUB_CLI = textwrap.dedent('''\
     if args[0] == "pretrain-clip":
         out = Path(opt("--output")); out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(b"clip")
-        Path(opt("--metrics")).write_text(json.dumps({{"zero_shot_accuracy": 0.9}}))
+        Path(opt("--metrics")).write_text(json.dumps({{"zero_shot_top1": 90.0}}))
     elif args[0] == "train":
         out = Path(opt("OUTPUT_DIR")); out.mkdir(parents=True, exist_ok=True)
         fail_once = os.environ.get("MASQCLIP_STUB_FAIL_TRAIN_ONCE")

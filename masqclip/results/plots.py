@@ -19,6 +19,8 @@ ITERATION_KEYS = ("iteration", "iter", "step")
 TOTAL_LOSS_KEYS = ("total_loss", "loss")
 FIGURE_DPI = 100
 PANEL_SIZE = (4.0, 3.0)  # inches per subplot
+MAX_COLUMNS = 3  # panels per row of the training-curve figure
+FEW_POINTS = 20  # curves with fewer logged points get markers (a single point is otherwise invisible)
 
 
 def planned_plots(settings: list[str], has_clip: bool) -> list[str]:
@@ -62,10 +64,14 @@ def plot_training_curves(curves: dict[str, str | Path], output: str | Path, titl
     """One panel per ``{stage label: metrics.jsonl path}``, in the given order."""
     plt = _pyplot()
     n = max(1, len(curves))
-    fig, axes = plt.subplots(1, n, figsize=(PANEL_SIZE[0] * n, PANEL_SIZE[1]), squeeze=False)
-    for ax, (label, path) in zip(axes[0], curves.items()):
+    cols = min(n, MAX_COLUMNS)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(PANEL_SIZE[0] * cols, PANEL_SIZE[1] * rows), squeeze=False)
+    for ax in axes.flat[len(curves):]:
+        ax.axis("off")
+    for ax, (label, path) in zip(axes.flat, curves.items()):
         xs, ys = read_training_curve(path)
-        ax.plot(xs, ys, lw=1)
+        ax.plot(xs, ys, lw=1, marker="o" if len(xs) < FEW_POINTS else None, ms=3)
         ax.set_title(label)
         ax.set_xlabel("iteration")
         ax.set_ylabel("total loss")
@@ -105,29 +111,35 @@ def plot_base_novel(metrics: dict, *, setting: str, rounds: int, test: str, outp
     plt.close(fig)
 
 
-def _accuracies(data, prefix: str = "") -> dict[str, float]:
-    """Every numeric leaf whose key mentions accuracy, flattened as ``a.b`` names."""
-    out = {}
-    for key, value in (data.items() if isinstance(data, dict) else ()):
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_accuracies(value, name + "."))
-        elif isinstance(value, (int, float)) and re.search("acc", name, re.I):
-            out[name] = float(value)
-    return out
+OVERALL_ACCURACY = re.compile(r"(acc|top1)", re.I)
+PER_CATEGORY = re.compile(r"per_category", re.I)
+
+
+def zero_shot_figures(data: dict) -> tuple[float | None, dict[str, float]]:
+    """(overall accuracy, {category: accuracy}) from ``masqclip pretrain-clip``'s metrics JSON: the
+    first top-level number named like ``*acc*``/``*top1*`` and the first ``*per_category*`` mapping."""
+    overall = next((float(v) for k, v in data.items()
+                    if OVERALL_ACCURACY.search(k) and isinstance(v, (int, float))), None)
+    per_category = next(({c: float(a) for c, a in v.items()} for k, v in data.items()
+                         if PER_CATEGORY.search(k) and isinstance(v, dict)), {})
+    return overall, per_category
 
 
 def plot_clip_zero_shot(metrics_file: str | Path, output: str | Path) -> None:
-    """Horizontal bars of every accuracy figure in the CLIP pre-training metrics JSON."""
+    """Zero-shot accuracy of the small CLIP on held-out crops: one bar per category (or overall)."""
     plt = _pyplot()
     with open(metrics_file, encoding="utf-8") as fh:
-        accs = _accuracies(json.load(fh))
-    if not accs:
+        overall, per_category = zero_shot_figures(json.load(fh))
+    if overall is None and not per_category:
         raise ValueError(f"{metrics_file}: no accuracy figures found")
-    fig, ax = plt.subplots(figsize=(PANEL_SIZE[0] * 1.5, max(PANEL_SIZE[1], 0.3 * len(accs))))
-    ax.barh(list(accs), list(accs.values()))
+    bars = per_category or {"all categories": overall}
+    fig, ax = plt.subplots(figsize=(PANEL_SIZE[0] * 1.5, max(PANEL_SIZE[1], 0.25 * len(bars))))
+    ax.barh(list(bars), list(bars.values()))
+    ax.invert_yaxis()
+    ax.tick_params(axis="y", labelsize=7)
     ax.set_xlabel("zero-shot crop accuracy")
-    ax.set_title("small CLIP, zero-shot on held-out crops")
+    overall_text = "" if overall is None else f": {overall:.1f} overall"
+    ax.set_title(f"small CLIP, zero-shot on held-out crops{overall_text}")
     fig.tight_layout()
     fig.savefig(output, dpi=FIGURE_DPI)
     plt.close(fig)
