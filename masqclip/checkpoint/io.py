@@ -69,7 +69,7 @@ def group_keys(keys: list[str]) -> list[str]:
             ids = sorted(idx, key=int)
             pattern = pattern.replace("{}", ids[0] if len(ids) == 1 else "{" + ",".join(ids) + "}")
         lines.append(f"{pattern}.{leaf}" if pattern else leaf)
-    return lines
+    return sorted(lines)
 
 
 def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, strict_shapes: bool = True
