@@ -98,25 +98,26 @@ def test_attention_weights_exactly_zero_outside_mask(monkeypatch, tiny_visual):
     real = F.scaled_dot_product_attention
     calls = []
 
+    n_masks = 3
+
     def probe(q, k, v, attn_mask=None, **kw):
         out = real(q, k, v, attn_mask=attn_mask, **kw)
-        hidden = ~attn_mask  # [B, 1, rows, keys]
-        n_img = k.shape[2]
-        mask_rows_hidden = hidden[:, :, n_img:]  # mask-token rows
+        hidden = ~attn_mask  # [B, 1, rows, keys]; the last n_masks rows are the mask tokens
+        mask_rows_hidden = hidden[:, :, -n_masks:]
         assert mask_rows_hidden.any()
         noise_k, noise_v = k + 10 * torch.randn_like(k), v + 10 * torch.randn_like(v)
         # a key hidden from EVERY mask row can be replaced wholesale
         col_hidden = mask_rows_hidden.all(dim=2, keepdim=True).transpose(-1, -2)  # [B, 1, keys, 1]
         k2, v2 = torch.where(col_hidden, noise_k, k), torch.where(col_hidden, noise_v, v)
         out2 = real(q, k2, v2, attn_mask=attn_mask, **kw)
-        torch.testing.assert_close(out2[:, :, n_img:], out[:, :, n_img:], atol=1e-6, rtol=0)
-        assert (out2[:, :, :n_img] - out[:, :, :n_img]).abs().max() > 1e-3
+        torch.testing.assert_close(out2[:, :, -n_masks:], out[:, :, -n_masks:], atol=1e-6, rtol=0)
+        assert (out2[:, :, :-n_masks] - out[:, :, :-n_masks]).abs().max() > 1e-3  # image rows see them
         calls.append(1)
         return out
 
     monkeypatch.setattr(vit_masq.F, "scaled_dot_product_attention", probe)
     masq = MasQCLIP(visual=tiny_visual, new_q_init="copy")
-    masks = torch.full((2, 3, 32, 32), -2.0)
+    masks = torch.full((2, n_masks, 32, 32), -2.0)
     masks[:, :, 4:12, 4:12] = 2.0
     with torch.no_grad():
         masq(torch.randn(2, 3, 64, 64), masks)

@@ -15,7 +15,8 @@ adds, per predicted mask, one *mask class token*:
 Mask tokens never attend to each other and image tokens never attend to mask tokens, so the only
 keys are the image tokens: each layer runs ONE ``scaled_dot_product_attention`` whose queries are
 [image tokens; mask tokens] and whose boolean mask is all-true on the image rows. Memory grows
-linearly with the number of masks.
+linearly with the number of masks. The last layer updates only the class token and the mask
+tokens (the patch tokens' outputs are never used).
 
 Parameter names stay open_clip's under ``visual.*`` plus ``visual.transformer.resblocks.N.attn.
 new_q_proj.{weight,bias}`` and ``mask_embeddings``; the MasQTuning meta-arch holds this module as
@@ -137,14 +138,20 @@ class MasQCLIP(nn.Module):
         x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
         return v.ln_pre(x)
 
-    def _block(self, block: nn.Module, x: torch.Tensor, n_img: int, attn_mask: torch.Tensor) -> torch.Tensor:
+    def _block(self, block: nn.Module, x: torch.Tensor, n_img: int, attn_mask: torch.Tensor, *,
+               patch_outputs: bool = True) -> torch.Tensor:
         """One residual block over [image tokens; mask tokens].
 
         Args:
             x: [B, n_img + Q, C]; attn_mask: bool [B, 1, n_img + Q, n_img] (True = may attend).
+            patch_outputs: False in the last block, where only the class token and the mask tokens
+                are needed: the patch tokens still give keys/values but are not updated.
+
+        Returns:
+            [B, n_img + Q, C], or [B, 1 + Q, C] (class token, mask tokens) without patch outputs.
         """
         attn = block.attn
-        b, n, c = x.shape
+        b, _, c = x.shape
         heads = attn.num_heads
         h = block.ln_1(x)
         qkv = F.linear(h[:, :n_img], attn.in_proj_weight, attn.in_proj_bias)
@@ -153,7 +160,11 @@ class MasQCLIP(nn.Module):
             q_mask = attn.new_q_proj(h[:, n_img:])
         else:
             q_mask = F.linear(h[:, n_img:], attn.in_proj_weight[:c], attn.in_proj_bias[:c])
+        if not patch_outputs:
+            q_img, x = q_img[:, :1], torch.cat([x[:, :1], x[:, n_img:]], dim=1)
+            attn_mask = torch.cat([attn_mask[:, :, :1], attn_mask[:, :, n_img:]], dim=2)
         q = torch.cat([q_img, q_mask], dim=1)
+        n = q.shape[1]
         q = q.view(b, n, heads, c // heads).transpose(1, 2)
         k = k.view(b, n_img, heads, c // heads).transpose(1, 2)
         v = v.view(b, n_img, heads, c // heads).transpose(1, 2)
@@ -191,9 +202,10 @@ class MasQCLIP(nn.Module):
         x = torch.cat([x_img, start.expand(b, n_mask, width)], dim=1)
         image_rows = torch.ones(b, n_img, n_img, dtype=torch.bool, device=x.device)
         attn_mask = torch.cat([image_rows, visibility.to(x.device)], dim=1).unsqueeze(1)
-        for block in v.transformer.resblocks:
-            x = self._block(block, x, n_img, attn_mask)
-        tokens = v.ln_post(torch.cat([x[:, :1], x[:, n_img:]], dim=1)) @ v.proj
+        blocks = v.transformer.resblocks
+        for i, block in enumerate(blocks):
+            x = self._block(block, x, n_img, attn_mask, patch_outputs=i < len(blocks) - 1)
+        tokens = v.ln_post(x) @ v.proj  # x = [class token; mask tokens]
         tokens = F.normalize(tokens, dim=-1)
         if return_image_embedding:
             return tokens[:, 1:], tokens[:, 0]
