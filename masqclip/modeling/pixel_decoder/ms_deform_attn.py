@@ -25,21 +25,21 @@ def ms_deform_attn_core(value: torch.Tensor, spatial_shapes: list[tuple[int, int
         [B, Lq, M * D].
     """
     b, _, m, d = value.shape
-    _, lq, _, n_levels, n_points, _ = sampling_locations.shape
+    lq = sampling_locations.shape[1]
     # grid_sample wants (x, y) in [-1, 1]; align_corners=False puts pixel centres at (i + 0.5) / size.
-    grids = (2 * sampling_locations - 1).permute(0, 2, 1, 3, 4, 5)  # [B, M, Lq, L, P, 2]
-    weights = attention_weights.permute(0, 2, 1, 3, 4)  # [B, M, Lq, L, P]
-    # Channels-first per head once for all levels: [B, M, D, S].
-    value = value.permute(0, 2, 3, 1)
+    grids = (2 * sampling_locations - 1).transpose(1, 2).flatten(0, 1)  # [B*M, Lq, L, P, 2]
+    weights = attention_weights.transpose(1, 2).flatten(0, 1).unsqueeze(1)  # [B*M, 1, Lq, L, P]
+    # Channels-first per head once for all levels: [B*M, D, S].
+    value = value.permute(0, 2, 3, 1).reshape(b * m, d, -1)
     out = None
     start = 0
     for lvl, (h, w) in enumerate(spatial_shapes):
-        value_l = value[..., start:start + h * w].reshape(b * m, d, h, w)
+        value_l = value[:, :, start:start + h * w].reshape(b * m, d, h, w)
         start += h * w
-        grid_l = grids[:, :, :, lvl].reshape(b * m, lq, n_points, 2)
-        sampled = F.grid_sample(value_l, grid_l, mode="bilinear", padding_mode="zeros", align_corners=False)
-        # sampled [B*M, D, Lq, P] x weights [B*M, 1, Lq, P] summed over P -> [B*M, D, Lq]
-        weighted = torch.einsum("ndqp,nqp->ndq", sampled, weights[:, :, :, lvl].reshape(b * m, lq, n_points))
+        # all heads (batch), queries (rows) and points (columns) of this level in one call: [B*M, D, Lq, P]
+        sampled = F.grid_sample(value_l, grids[:, :, lvl], mode="bilinear", padding_mode="zeros", align_corners=False)
+        # weighting in place of a batched matmul avoids transposing the sampled tensor
+        weighted = (sampled * weights[..., lvl, :]).sum(-1)  # [B*M, D, Lq]
         out = weighted if out is None else out + weighted
     return out.reshape(b, m * d, lq).transpose(1, 2)
 
