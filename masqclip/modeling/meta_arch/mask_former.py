@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...data.catalog import MetadataCatalog
-from ...structures import Instances
 from ..backbone import Backbone, build_backbone
 from ..losses.criterion import SetCriterion
 from ..losses.matcher import HungarianMatcher
@@ -163,26 +162,40 @@ class MaskFormer(nn.Module):
         mask_logits = F.interpolate(outputs["pred_masks"], size=padded_size, mode="bilinear", align_corners=False)
         results = []
         for logits, masks, x, size in zip(outputs["pred_logits"], mask_logits, batched_inputs, image_sizes):
-            height, width = x.get("height", size[0]), x.get("width", size[1])
             probs = logits.float().softmax(-1)
-            class_probs = probs[:, :-1]
-            result: dict = {}
-            if self.sem_seg_postprocess_before_inference:
-                masks = sem_seg_postprocess(masks, size, height, width)
-            masks = masks.float()
-            if self.semantic_on:
-                sem = semantic_inference(class_probs, masks)
-                if not self.sem_seg_postprocess_before_inference:
-                    sem = sem_seg_postprocess(sem, size, height, width)
-                result["sem_seg"] = sem
-            if self.panoptic_on:
-                result["panoptic_seg"] = panoptic_inference(
-                    class_probs, masks, object_mask_threshold=self.object_mask_threshold,
-                    overlap_threshold=self.overlap_threshold, thing_ids=self.thing_ids,
-                    valid=probs.argmax(-1) != probs.shape[-1] - 1)
-            if self.instance_on:
-                result["instances"] = instance_inference(
-                    class_probs, masks, topk=self.test_topk_per_image,
-                    thing_ids=self.thing_ids if self.panoptic_on else None)
-            results.append(result)
+            results.append(self.postprocess_image(probs[:, :-1], masks, image_size=size,
+                                                  height=x.get("height", size[0]), width=x.get("width", size[1]),
+                                                  valid=probs.argmax(-1) != probs.shape[-1] - 1))
         return results
+
+    def postprocess_image(self, class_probs: torch.Tensor, mask_logits: torch.Tensor, *,
+                          image_size: tuple[int, int], height: int, width: int,
+                          valid: torch.Tensor | None = None) -> dict:
+        """The enabled TEST.*_ON outputs of one image (the shared post-processing functions).
+
+        Args:
+            class_probs: [Q, K] class probabilities, no no-object column.
+            mask_logits: [Q, Hp, Wp] mask logits at the padded input resolution.
+            image_size: (H, W) of the unpadded model input; height, width: the original size.
+            valid: optional bool [Q]; False drops a query from panoptic inference.
+        Returns:
+            {"sem_seg", "panoptic_seg", "instances"} as enabled, at (height, width).
+        """
+        result: dict = {}
+        masks = mask_logits
+        if self.sem_seg_postprocess_before_inference:
+            masks = sem_seg_postprocess(masks, image_size, height, width)
+        masks = masks.float()
+        if self.semantic_on:
+            sem = semantic_inference(class_probs, masks)
+            if not self.sem_seg_postprocess_before_inference:
+                sem = sem_seg_postprocess(sem, image_size, height, width)
+            result["sem_seg"] = sem
+        if self.panoptic_on:
+            result["panoptic_seg"] = panoptic_inference(
+                class_probs, masks, object_mask_threshold=self.object_mask_threshold,
+                overlap_threshold=self.overlap_threshold, thing_ids=self.thing_ids, valid=valid)
+        if self.instance_on:
+            result["instances"] = instance_inference(class_probs, masks, topk=self.test_topk_per_image,
+                                                     thing_ids=self.thing_ids if self.panoptic_on else None)
+        return result
