@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from masqclip.checkpoint import load_checkpoint, save_checkpoint
+from masqclip.checkpoint import load_checkpoint
 from masqclip.config import setup_cfg
 from masqclip.modeling import build_model
 from masqclip.structures import Instances
@@ -57,8 +57,8 @@ def test_official_layout_checkpoint_loads_without_missing_or_unexpected(teacher,
     gen = torch.Generator().manual_seed(1)
     state = {k: torch.randn(shape, generator=gen) if shape else torch.randn((), generator=gen)
              for k, shape in official.items()}
-    path = save_checkpoint(tmp_path / "model_final.pth", iteration=99999)
-    torch.save({"model": state, "iteration": 99999}, path)
+    path = tmp_path / "model_final.pth"
+    torch.save({"model": state, "iteration": 99999}, path)  # as the official release files are stored
     missing, unexpected, rest = load_checkpoint(teacher, path)
     assert missing == [] and unexpected == []
     assert rest == {"iteration": 99999}
