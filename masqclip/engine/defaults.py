@@ -106,6 +106,8 @@ def evaluate_datasets(cfg, model: nn.Module, dataset_names: Iterable[str], outpu
     for name in dataset_names:
         folder = os.path.join(output_dir, name) if output_dir else None
         evaluator = build_evaluator(cfg, name, folder)
+        if hasattr(model, "set_dataset_vocabulary"):  # open-vocabulary models classify with each set's classes
+            model.set_dataset_vocabulary(name)
         results[name] = inference_on_dataset(model, build_test_loader(cfg, name), evaluator)
     return results
 
