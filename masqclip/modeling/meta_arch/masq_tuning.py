@@ -32,8 +32,7 @@ from ...checkpoint import read_checkpoint
 from ...data.catalog import MetadataCatalog
 from ..clip import MasQCLIP, clip_mean_std, create_clip_from_config
 from ..clip.text import TextEmbedder
-from ..postprocess import (instance_inference, object_scores, panoptic_inference, sem_seg_postprocess,
-                           semantic_inference)
+from ..postprocess import object_scores
 from .build import META_ARCH_REGISTRY
 from .mask_former import MaskFormer
 
@@ -237,28 +236,16 @@ class MasQTuning(MaskFormer):
         return log_p.exp()
 
     def classify_and_postprocess(self, logits: torch.Tensor, preds: list[dict], batched_inputs: list[dict]) -> list[dict]:
-        """Fuse scores and run the shared semantic / panoptic / instance post-processing per image."""
+        """Fuse scores, then MaskFormer's per-image post-processing (semantic / panoptic / instance)."""
         results = []
         for clip_logits, pred, x in zip(logits, preds, batched_inputs):
             size = pred["image_size"]
-            height, width = x.get("height", size[0]), x.get("width", size[1])
-            class_probs = self.class_probabilities(clip_logits, pred["pred_logits"])
             masks = F.interpolate(pred["pred_masks"][None].float(), size=pred["padded_size"], mode="bilinear",
                                   align_corners=False)[0]
-            masks = sem_seg_postprocess(masks, size, height, width)
-            result: dict = {}
-            if self.semantic_on:
-                result["sem_seg"] = semantic_inference(class_probs, masks)
-            if self.panoptic_on:
-                result["panoptic_seg"] = panoptic_inference(
-                    class_probs, masks, object_mask_threshold=self.object_mask_threshold,
-                    overlap_threshold=self.overlap_threshold, thing_ids=self.thing_ids,
-                    valid=clip_logits.argmax(-1) != clip_logits.shape[-1] - 1)
-            if self.instance_on:
-                result["instances"] = instance_inference(
-                    class_probs, masks, topk=self.test_topk_per_image,
-                    thing_ids=self.thing_ids if self.panoptic_on else None)
-            results.append(result)
+            results.append(self.postprocess_image(
+                self.class_probabilities(clip_logits, pred["pred_logits"]), masks, image_size=size,
+                height=x.get("height", size[0]), width=x.get("width", size[1]),
+                valid=clip_logits.argmax(-1) != clip_logits.shape[-1] - 1))
         return results
 
 
