@@ -25,3 +25,15 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def repo_dir() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory) -> Path:
+    """A datasets root holding a tiny synthetic world in the real formats (2 training images, 6 per
+    test set, 1 crop per category), generated once per test session by the real CLI."""
+    from masqclip.cli import main as cli
+
+    root = tmp_path_factory.mktemp("tiny_world")
+    assert cli(["prepare", "synthetic", "--output", str(root), "--num-train", "2", "--num-val", "6",
+                "--crops-train", "1", "--crops-val", "1"]) == 0
+    return root

@@ -1,9 +1,6 @@
 """Evaluating an open-vocabulary model on several test sets classifies each with its own classes."""
 from __future__ import annotations
 
-import pytest
-
-from masqclip.cli import main as cli
 from masqclip.data import MetadataCatalog
 from masqclip.engine.defaults import evaluate_datasets
 from masqclip.modeling import build_model
@@ -12,16 +9,8 @@ from test_masq_tuning import tiny_cfg
 SETS = ["synthetic_instance_val_base", "synthetic_cross_sem_seg_val"]
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("datasets")
-    assert cli(["prepare", "synthetic", "--output", str(root), "--num-train", "2", "--num-val", "4",
-                "--crops-train", "1", "--crops-val", "1"]) == 0
-    return root
-
-
-def test_each_test_set_is_classified_with_its_own_vocabulary(world, monkeypatch, tmp_path):
-    monkeypatch.setenv("DETECTRON2_DATASETS", str(world))
+def test_each_test_set_is_classified_with_its_own_vocabulary(tiny_world, monkeypatch, tmp_path):
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tiny_world))
     cfg = tiny_cfg("MODEL.MASQ_CLIP.VOCABULARY", [], "DATASETS.TEST", (SETS[0],),
                    "MODEL.MASK_FORMER.TEST.SEMANTIC_ON", True, "INPUT.MIN_SIZE_TEST", 64, "INPUT.MAX_SIZE_TEST", 128)
     assert not cfg.MODEL.MASQ_CLIP.VOCABULARY  # the datasets decide, not the config

@@ -8,7 +8,6 @@ import torch
 from panopticapi.utils import rgb2id
 from PIL import Image
 
-from masqclip.cli import main as cli
 from masqclip.config import get_cfg
 from masqclip.data import DatasetCatalog, MetadataCatalog
 from masqclip.evaluation import build_evaluator, inference_on_dataset
@@ -17,11 +16,8 @@ from masqclip.structures import Instances
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("datasets")
-    assert cli(["prepare", "synthetic", "--output", str(root), "--num-train", "2", "--num-val", "6",
-                "--crops-train", "1", "--crops-val", "1"]) == 0
-    return root
+def world(tiny_world):
+    return tiny_world
 
 
 class _Oracle(torch.nn.Module):
