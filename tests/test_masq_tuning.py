@@ -5,7 +5,6 @@ import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from masqclip.checkpoint import load_checkpoint, save_checkpoint
 from masqclip.config import get_cfg

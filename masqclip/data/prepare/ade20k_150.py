@@ -12,6 +12,11 @@ Outputs:
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # numpy is imported where the work happens
+    import numpy as np
+
 import json
 from pathlib import Path
 

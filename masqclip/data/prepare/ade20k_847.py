@@ -17,6 +17,11 @@ side is at most --max-short-side (512, as the benchmark's preparation), and cate
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # numpy is imported where the work happens
+    import numpy as np
+
 import json
 import logging
 import pickle
