@@ -1,6 +1,6 @@
 """Training-step benchmark: seconds per iteration of each stage's synthetic config on CPU.
 
-    python benchmarks/train_step.py [--repeats 3] [--iters 5] [--warmup 1] [--threads 2] [--stages teacher student masqclip]
+    python benchmarks/train_step.py [--repeats 3] [--iters 5] [--warmup 1] [--threads 2] [--stages teacher student masqclip] [--opts KEY VALUE ...]
 
 For every stage (teacher = MaskFormer, student = MaskDistill with a frozen teacher, masqclip =
 MasQ-Tuning with the tiny CLIP, random weights: timing does not depend on them) it builds the model,
@@ -37,10 +37,11 @@ STAGES = ("teacher", "student", "masqclip")
 WORLD_TRAIN_IMAGES = 16
 
 
-def build_stage(stage: str, seed: int):
-    """(cfg, model) of a stage, ready to train on CPU."""
+def build_stage(stage: str, seed: int, opts: list[str] = ()):
+    """(cfg, model) of a stage, ready to train on CPU; ``opts``: extra KEY VALUE overrides."""
     cfg = setup_cfg(str(CONFIGS / f"{stage}.yaml"), ["MODEL.DEVICE", "cpu", "SEED", str(seed),
-                                                    "DATALOADER.NUM_WORKERS", "0", "TRACKING.ENABLED", "False"])
+                                                    "DATALOADER.NUM_WORKERS", "0", "TRACKING.ENABLED", "False",
+                                                    *opts])
     torch.manual_seed(seed)
     model = build_model(cfg)
     if cfg.MODEL.META_ARCHITECTURE == "MaskDistill":
@@ -52,7 +53,7 @@ def build_stage(stage: str, seed: int):
 
 def time_stage(stage: str, args) -> dict:
     """Median s/iter over repeats of ``args.iters`` timed iterations after ``args.warmup``."""
-    cfg, model = build_stage(stage, args.seed)
+    cfg, model = build_stage(stage, args.seed, args.opts)
     trainer, _ = build_trainer(cfg, model=model, data_loader=build_train_loader(cfg), optimizer=build_optimizer(cfg, model),
                                device=torch.device("cpu"))
     trainer.train(0, args.warmup)
@@ -76,11 +77,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
+    parser.add_argument("--opts", nargs="*", default=[], metavar="KEY VALUE", help="config overrides for every stage")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     results = {"threads": args.threads, "torch": torch.__version__, "stages": {}}
     with tempfile.TemporaryDirectory() as root:
-        scene_size = setup_cfg(str(CONFIGS / "teacher.yaml")).INPUT.IMAGE_SIZE
+        scene_size = setup_cfg(str(CONFIGS / "teacher.yaml"), args.opts).INPUT.IMAGE_SIZE
         from masqclip.data.synthetic import SceneParams
 
         generate_world(root, WorldConfig(num_train=WORLD_TRAIN_IMAGES, num_val=2, crops_train=1, crops_val=1,

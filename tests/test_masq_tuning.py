@@ -141,6 +141,19 @@ def test_frozen_baseline_has_nothing_to_train():
     assert m.masqclip.tuning is False
 
 
+def test_logit_scale_zero_takes_the_clip_models_learned_scale():
+    from masqclip.modeling.meta_arch.masq_tuning import resolve_logit_scale
+
+    clip = torch.nn.Module()
+    clip.logit_scale = torch.nn.Parameter(torch.tensor(2.0))
+    assert resolve_logit_scale(100.0, clip) == 100.0
+    assert resolve_logit_scale(0.0, clip) == pytest.approx(float(torch.tensor(2.0).exp()))
+    with pytest.raises(ValueError, match="LOGIT_SCALE"):
+        resolve_logit_scale(0.0, torch.nn.Module())
+    torch.manual_seed(0)  # open_clip initialises logit_scale to log(1 / 0.07)
+    assert build_model(tiny_cfg("MODEL.MASQ_CLIP.LOGIT_SCALE", 0.0)).logit_scale == pytest.approx(1 / 0.07, rel=1e-5)
+
+
 def test_checkpoint_round_trip_and_mask_generator_loading(model, tmp_path):
     path = save_checkpoint(tmp_path / "m.pth", model, iteration=3)
     fresh = build_model(tiny_cfg())

@@ -7,7 +7,9 @@
   the unnormalised padded batch / 255, bicubically resized to CLIP's square input size and
   normalised with CLIP's mean/std; the mask logits (over the same padded extent) decide what each
   mask token sees.
-- Logits: ``LOGIT_SCALE * cos(mask embedding, text embeddings of vocabulary + "background")``.
+- Logits: ``LOGIT_SCALE * cos(mask embedding, text embeddings of vocabulary + "background")``;
+  ``LOGIT_SCALE <= 0`` takes the CLIP model's own learned scale (exp of its ``logit_scale``: 100 for
+  OpenAI's weights, the paper's value; ~17 for the synthetic world's tiny CLIP).
 - Training: each predicted mask takes the label of the ground-truth mask with the best dice
   (prediction binarised at sigmoid > 0.5, both at TRAIN_MASK_SIZE^2) if that dice is
   > LABEL_DICE_THRESHOLD, else "background"; loss = NLL of the log-softmax of the logits. Only the
@@ -137,7 +139,7 @@ class MasQTuning(MaskFormer):
         train_vocab = vocab or _dataset_vocabulary(cfg.DATASETS.TRAIN)
         test_vocab = vocab or _dataset_vocabulary(cfg.DATASETS.TEST)
         kwargs.update(masqclip=masqclip, text_embedder=embedder, clip_mean=mean, clip_std=std,
-                      logit_scale=mc.LOGIT_SCALE, label_dice_threshold=mc.LABEL_DICE_THRESHOLD,
+                      logit_scale=resolve_logit_scale(mc.LOGIT_SCALE, clip), label_dice_threshold=mc.LABEL_DICE_THRESHOLD,
                       train_mask_size=mc.TRAIN_MASK_SIZE, use_object_score=mc.USE_OBJECT_SCORE,
                       train_vocabulary=train_vocab, test_vocabulary=test_vocab, fixed_vocabulary=bool(vocab))
         return kwargs
@@ -247,6 +249,17 @@ class MasQTuning(MaskFormer):
                 height=x.get("height", size[0]), width=x.get("width", size[1]),
                 valid=clip_logits.argmax(-1) != clip_logits.shape[-1] - 1))
         return results
+
+
+def resolve_logit_scale(configured: float, clip) -> float:
+    """``configured`` if > 0, else the CLIP model's learned scale ``exp(clip.logit_scale)``."""
+    if configured > 0:
+        return float(configured)
+    learned = getattr(clip, "logit_scale", None)
+    if learned is None:
+        raise ValueError("MODEL.MASQ_CLIP.LOGIT_SCALE <= 0 asks for the CLIP model's learned logit scale, "
+                         f"but {type(clip).__name__} has no logit_scale: set a positive value")
+    return float(torch.as_tensor(learned).detach().exp())
 
 
 def _dataset_vocabulary(names: Sequence[str]) -> list[str] | None:
