@@ -179,8 +179,8 @@ def test_json_file_ground_truth_and_no_predictions(dataset, tmp_path):
 # proposal recall
 # ---------------------------------------------------------------------------------------------
 
-def _recall(dataset, preds, topk=(1, 2, 3, 100)):
-    ev = ProposalRecallEvaluator(dataset_name=dataset, topk=topk, iou_threshold=0.5,
+def _recall(dataset, preds, topk=(1, 2, 3, 100), score_threshold=0.5):
+    ev = ProposalRecallEvaluator(dataset_name=dataset, topk=topk, iou_threshold=0.5, score_threshold=score_threshold,
                                  mean_iou_thresholds=[0.5 + 0.05 * i for i in range(10)])
     return _run(ev, preds)["proposals"]
 
@@ -218,6 +218,16 @@ def test_recall_known_answers(dataset):
     # averaged over 0.5:0.95: exact matches count at all 10 thresholds, the half apple at 1
     assert res["mAR@3"] == pytest.approx(100 * (10 + 1 + 10) / 10 / 8)
     assert res["mAR@2_base"] == pytest.approx(100 * (1 / 10) / 4)
+    # confident proposals (score >= 0.8): cow and the half apple; chair (0.7) does not count
+    conf = _recall(dataset, preds, score_threshold=0.8)
+    assert conf["AR@conf"] == pytest.approx(100 * 2 / 8) and conf["conf_score_threshold"] == 0.8
+    assert conf["AR@conf_novel"] == pytest.approx(25.0) and conf["AR@conf_base"] == pytest.approx(25.0)
+    assert conf["AR@100"] == res["AR@100"]  # the top-k figures ignore the score threshold
+    # threshold 0.5 keeps everything scored here, including image 103's miss
+    assert res["AR@conf"] == pytest.approx(res["AR@100"])
+    # above every score: nothing is claimed, and a proposal cap below the confident count is not a limit
+    assert _recall(dataset, preds, score_threshold=0.95)["AR@conf"] == 0.0
+    assert _recall(dataset, preds, topk=(1,), score_threshold=0.6)["AR@conf"] == pytest.approx(100 * 3 / 8)
 
 
 def test_encode_masks_roundtrip():

@@ -49,7 +49,8 @@ def metrics_files(tmp_path):
     for rnd, (novel, base) in enumerate(((41.0, 70.0), (55.0, 71.0), (61.5, 72.0))):
         files.append(write_metrics(m, "base-novel", f"proposals-r{rnd}", "proposals",
                                    {"proposals": {"AR@10": 1.0, "AR@100": 2.0, "AR@10_novel": 0.5,
-                                                  "AR@100_novel": novel, "AR@100_base": base}}))
+                                                  "AR@100_novel": novel, "AR@100_base": base,
+                                                  "AR@conf_novel": novel - 10, "conf_score_threshold": 0.5}}))
     return files
 
 
@@ -80,8 +81,9 @@ def test_missing_evaluations_are_blank_not_zero(metrics_files):
 def test_rounds_table_uses_largest_k_novel_recall_and_final_model_for_round_k(metrics_files):
     table = rounds_table(load_metrics(metrics_files), setting="base-novel", rounds=2, test="generalized", paper=True)
     assert [label for label, _ in table.rows] == ["teacher (round 0)", "student round 1", "student round 2"]
-    assert [vals for _, vals in table.rows] == [[41.0, 21.0, 22.6], [55.0, 27.0, 26.1], [61.5, 30.0, 31.9]]
-    assert "AR@100_novel" in table.notes[0]
+    assert [vals for _, vals in table.rows] == [[41.0, 31.0, 21.0, 22.6], [55.0, 45.0, 27.0, 26.1],
+                                                [61.5, 51.5, 30.0, 31.9]]
+    assert "AR@100_novel" in table.notes[0] and ">= 0.5" in table.notes[0]
 
 
 def test_object_score_and_frozen_clip_tables(metrics_files):
@@ -105,7 +107,7 @@ def test_formats_round_trip(tmp_path, metrics_files):
     tex = (tmp_path / "tables/base_novel.tex").read_text()
     assert "\\begin{tabular}{lrrrrr}" in tex and "MasQCLIP (ours) & 52.0 & 30.5 & 50.0 & 30.0 & 45.0 \\\\" in tex
     md = (tmp_path / "tables/ablation_rounds_base-novel.md").read_text()
-    assert "| student round 2 | 61.5 | 30.0 | 31.9 |" in md
+    assert "| student round 2 | 61.5 | 51.5 | 30.0 | 31.9 |" in md
 
 
 def test_latex_escapes_special_characters():

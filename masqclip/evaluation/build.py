@@ -30,7 +30,7 @@ def build_evaluator(cfg, dataset_name: str, output_dir: str | None = None) -> Da
         if cfg.TEST.PROPOSAL_RECALL.ENABLED:
             rc = cfg.TEST.PROPOSAL_RECALL
             evaluators.append(ProposalRecallEvaluator(
-                dataset_name=dataset_name, topk=rc.TOPK, iou_threshold=rc.IOU_THRESHOLD,
+                dataset_name=dataset_name, topk=rc.TOPK, iou_threshold=rc.IOU_THRESHOLD, score_threshold=rc.SCORE_THRESHOLD,
                 mean_iou_thresholds=rc.MEAN_IOU_THRESHOLDS, output_dir=output_dir))
         if cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES != 1:
             evaluators.append(InstanceSegEvaluator(dataset_name=dataset_name, output_dir=output_dir,

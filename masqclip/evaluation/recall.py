@@ -4,6 +4,12 @@ The diagnostic of distillation: does the mask generator find objects of classes 
 trained on? A ground-truth mask counts as recalled at IoU t by the top-k proposals (ranked by
 score, classes ignored) when one of them overlaps it with mask IoU >= t. ``AR@k`` uses one
 threshold (0.5 by default); ``mAR@k`` averages recall over a list of thresholds (0.5:0.95).
+
+``AR@conf`` counts only the proposals scored >= ``score_threshold`` (0.5: those the model calls
+objects rather than no-object). With few queries ``AR@k`` soon covers every query, mask quality
+alone decides it, and an object the generator has learned to call background still counts as
+found; ``AR@conf`` shows whether the generator *claims* the unannotated objects, which is what
+distillation changes and what the object score passes on to the final ranking.
 """
 from __future__ import annotations
 
@@ -33,7 +39,8 @@ def best_iou_at_k(pred_rles: list[dict], gt_rles: list[dict], topk: Sequence[int
     iou = np.asarray(mask_util.iou(pred_rles, gt_rles, [0] * len(gt_rles))).reshape(len(pred_rles), len(gt_rles))
     running = np.maximum.accumulate(iou, axis=0)  # [P, G]: best over the first p+1 proposals
     for j, k in enumerate(topk):
-        out[:, j] = running[min(k, len(pred_rles)) - 1]
+        if k > 0:  # k = 0: no proposal, IoU 0
+            out[:, j] = running[min(k, len(pred_rles)) - 1]
     return out
 
 
@@ -43,18 +50,19 @@ class ProposalRecallEvaluator(DatasetEvaluator):
     """
 
     def __init__(self, *, dataset_name: str, topk: Sequence[int], iou_threshold: float,
-                 mean_iou_thresholds: Sequence[float], output_dir: str | None = None):
+                 mean_iou_thresholds: Sequence[float], score_threshold: float = 0.5, output_dir: str | None = None):
         self.dataset_name = dataset_name
         self.metadata = MetadataCatalog.get(dataset_name)
         self.topk = [int(k) for k in topk]
         self.iou_threshold = float(iou_threshold)
         self.mean_iou_thresholds = [float(t) for t in mean_iou_thresholds]
+        self.score_threshold = float(score_threshold)
         self.output_dir = output_dir
         self._gt: dict | None = None
         self.reset()
 
     def reset(self) -> None:
-        self._best: list[np.ndarray] = []  # per image [G, len(topk)]
+        self._best: list[np.ndarray] = []  # per image [G, len(topk) + 1]: the last column is AR@conf's
         self._categories: list[np.ndarray] = []  # per image [G] dataset category ids
 
     def _ground_truth(self) -> dict:
@@ -77,17 +85,19 @@ class ProposalRecallEvaluator(DatasetEvaluator):
                 raise KeyError(f"{self.dataset_name}: no ground truth for image {inp['image_id']!r}")
             gt_rles, cats = gt[inp["image_id"]]
             inst = out["instances"].to("cpu")
-            order = inst.scores.argsort(descending=True)[: max(self.topk)]
+            order = inst.scores.argsort(descending=True)
+            num_confident = int((inst.scores >= self.score_threshold).sum())
+            order = order[: max(max(self.topk), num_confident)]
             masks = inst.pred_masks[order]
             pred_rles = encode_masks(masks > 0.5 if masks.is_floating_point() else masks)
-            self._best.append(best_iou_at_k(pred_rles, gt_rles, self.topk))
+            self._best.append(best_iou_at_k(pred_rles, gt_rles, [*self.topk, num_confident]))
             self._categories.append(cats)
 
     def evaluate(self) -> dict[str, dict[str, float]]:
         parts = gather_on_main(list(zip(self._best, self._categories)))
         if parts is None:
             return {}
-        best = np.concatenate([b for b, _ in parts]) if parts else np.zeros((0, len(self.topk)))
+        best = np.concatenate([b for b, _ in parts]) if parts else np.zeros((0, len(self.topk) + 1))
         cats = np.concatenate([c for _, c in parts]) if parts else np.zeros(0, dtype=np.int64)
         subsets = {"": np.ones(len(cats), dtype=bool)}
         for tag in ("base", "novel"):
@@ -98,10 +108,11 @@ class ProposalRecallEvaluator(DatasetEvaluator):
         for suffix, sel in subsets.items():
             if not sel.any():
                 continue
-            for j, k in enumerate(self.topk):
+            for j, k in enumerate([*self.topk, "conf"]):
                 results[f"AR@{k}{suffix}"] = 100.0 * float((best[sel, j] >= self.iou_threshold).mean())
                 results[f"mAR@{k}{suffix}"] = 100.0 * float(np.mean(
                     [(best[sel, j] >= t).mean() for t in self.mean_iou_thresholds]))
             results[f"num_gt{suffix}"] = float(sel.sum())
+        results["conf_score_threshold"] = self.score_threshold
         write_results(self.output_dir, "proposal_recall.json", {"dataset": self.dataset_name, "proposals": results})
         return {"proposals": results}

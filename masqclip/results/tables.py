@@ -156,22 +156,27 @@ def cross_dataset_table(metrics: dict, *, setting: str = "cross-dataset", paper:
 
 
 def rounds_table(metrics: dict, *, setting: str, rounds: int, test: str, paper: bool = False) -> Table:
-    """Per distillation round: class-agnostic novel recall of the mask generator and novel AP50
-    after MasQ-Tuning it (round ``rounds`` is the final model)."""
-    columns = ["class-agnostic novel recall", "novel AP50"]
+    """Per distillation round: class-agnostic novel recall of the mask generator (all proposals,
+    and only those it scores as objects, ``AR@conf``) and novel AP50 after MasQ-Tuning it (round
+    ``rounds`` is the final model)."""
+    columns = ["class-agnostic novel recall", "confident novel recall", "novel AP50"]
     if paper:
         columns.append("novel AP50 (paper)")
     table = Table(f"ablation_rounds_{setting}", f"Progressive distillation rounds ({setting})", columns)
-    recall_key = None
+    recall_key, threshold = None, None
     for rnd in range(rounds + 1):
-        key, recall = best_recall(metrics.get((setting, f"proposals-r{rnd}", "proposals")))
+        proposals = metrics.get((setting, f"proposals-r{rnd}", "proposals"))
+        key, recall = best_recall(proposals)
         recall_key = recall_key or (key if recall is not None else None)
+        threshold = threshold or metric(proposals, "proposals", "conf_score_threshold")
         variant = MAIN_VARIANT if rnd == rounds else f"round{rnd}"
-        row = [recall, novel_ap50(metrics.get((setting, variant, test)), test)]
+        row = [recall, metric(proposals, "proposals", "AR@conf_novel"), novel_ap50(metrics.get((setting, variant, test)), test)]
         if paper:
             row.append(PAPER_ROUNDS_NOVEL_AP50[rnd] if rnd < len(PAPER_ROUNDS_NOVEL_AP50) else None)
         table.add("teacher (round 0)" if rnd == 0 else f"student round {rnd}", row)
-    table.notes.append(f"recall = {recall_key or 'AR'} (proposals); novel AP50 on the '{test}' test")
+    table.notes.append(f"recall = {recall_key or 'AR'} (proposals); confident = AR@conf_novel (only proposals "
+                       f"scored >= {threshold if threshold is not None else 'TEST.PROPOSAL_RECALL.SCORE_THRESHOLD'}); "
+                       f"novel AP50 on the '{test}' test")
     return table
 
 
