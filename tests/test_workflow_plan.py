@@ -28,6 +28,7 @@ def changed(base, setting, stage, overrides):
 
 
 def test_round_lineage_and_tuned_rounds(config):
+    config["ablations"]["rounds"]["tune"] = True
     plan = Plan.from_config(config)
     for setting in ("base-novel", "cross-dataset"):
         for rnd in (1, 2):  # round k starts from and is taught by round k-1
@@ -40,6 +41,7 @@ def test_round_lineage_and_tuned_rounds(config):
 
 
 def test_tuning_change_touches_only_tuning_signatures(config):
+    config["ablations"]["rounds"]["tune"] = True
     before = sigs(Plan.from_config(config))
     after = sigs(changed(config, "base-novel", "tuning", {"SOLVER.BASE_LR": 0.001}))
     diff = {k for k in before if before[k] != after[k]}
@@ -74,6 +76,22 @@ def test_evaluation_variants(config):
     assert novel.path.endswith("metrics/base-novel/masqclip/constrained_novel.json")
     with pytest.raises(ValueError, match="no evaluation"):
         plan.evaluation("cross-dataset", "frozen-clip", "ade150")
+
+
+def test_a_setting_may_run_fewer_rounds(config):
+    config["rounds"], config["ablations"]["rounds"]["tune"] = 2, False
+    config["settings"]["cross-dataset"]["rounds"] = 1
+    plan = Plan.from_config(config)
+    assert plan.rounds_of("cross-dataset") == 1 and plan.rounds_of("base-novel") == 2
+    assert ("student", "cross-dataset", 1) in plan.stages and ("student", "cross-dataset", 2) not in plan.stages
+    final = plan.final_stage("cross-dataset")
+    assert final.round == 1 and final.opts["MODEL.WEIGHTS"] == plan.generator("cross-dataset", 1).weights
+    assert all(e.weights == final.weights for e in plan.evaluations if e.setting == "cross-dataset")
+    assert plan.qualitative_opts("cross-dataset").items() >= final.model_overrides.items()
+    # the rounds ablation's table and plot read the top-level count: its settings may not differ
+    config["settings"]["base-novel"]["rounds"] = 1
+    with pytest.raises(ValueError, match="settings.base-novel.rounds must equal"):
+        Plan.from_config(config)
 
 
 def test_stale_signature_is_refused(config):

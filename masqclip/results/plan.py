@@ -153,11 +153,18 @@ class Plan:
                              for t in wanted if t not in tests]
                 if kind == "rounds" and "proposals" not in self.config["settings"][setting]:
                     problems.append(f"ablations.rounds needs settings.{setting}.proposals (class-agnostic recall)")
+                if kind == "rounds" and self.rounds_of(setting) != self.rounds:
+                    problems.append(f"ablations.rounds: settings.{setting}.rounds must equal the top-level 'rounds' "
+                                    f"({self.rounds}), which the rounds table and plot use")
         for setting in self.config.get("qualitative", {}):
             if setting not in self.settings:
                 problems.append(f"qualitative: {setting!r} is not under 'settings'")
         if problems:
             raise ValueError("invalid pipeline config:\n  " + "\n  ".join(problems))
+
+    def rounds_of(self, setting: str) -> int:
+        """Distillation rounds of ``setting``: its own ``rounds``, else the top-level one."""
+        return int(self.config["settings"][setting].get("rounds", self.rounds))
 
     # ----------------------------------------------------------------------------- datasets
     def prepared(self, dataset: str) -> str:
@@ -187,7 +194,7 @@ class Plan:
         data = {d: self.datasets[d] for d in spec["datasets"]}
         prepared = tuple(self.prepared(d) for d in spec["datasets"])
         parent = None
-        for rnd in range(self.rounds + 1):
+        for rnd in range(self.rounds_of(setting) + 1):
             kind = "teacher" if rnd == 0 else "student"
             stage_spec = spec[kind]
             overrides = dict(stage_spec.get("overrides", {}))
@@ -223,8 +230,12 @@ class Plan:
         """Rounds whose mask generator gets MasQ-Tuned: the last, plus all when the rounds ablation asks."""
         rounds_ablation = self.config.get("ablations", {}).get("rounds", {})
         if setting in rounds_ablation.get("settings", []) and rounds_ablation.get("tune", True):
-            return list(range(self.rounds + 1))
-        return [self.rounds]
+            return list(range(self.rounds_of(setting) + 1))
+        return [self.rounds_of(setting)]
+
+    def final_stage(self, setting: str) -> Stage:
+        """The MasQ-Tuning of ``setting``'s last round: the model its tables report."""
+        return self.stages[("tuning", setting, self.rounds_of(setting))]
 
     def generator(self, setting: str, rnd: int) -> Stage:
         """The mask generator of round ``rnd``: the teacher (0) or student ``rnd``."""
@@ -275,7 +286,7 @@ class Plan:
     def _plan_evaluations(self, setting: str) -> list[Evaluation]:
         spec = self.config["settings"][setting]
         ablations = self.config.get("ablations", {})
-        final = self.stages[("tuning", setting, self.rounds)]
+        final = self.final_stage(setting)
         evals = [self._evaluation(setting, MAIN_VARIANT, t, stage=final) for t in spec["tests"]]
         obj = ablations.get("object_score", {})
         if setting in obj.get("settings", []):
@@ -283,7 +294,7 @@ class Plan:
                                        extra={"MODEL.MASQ_CLIP.USE_OBJECT_SCORE": False}) for t in obj["tests"]]
         frozen = ablations.get("frozen_clip", {})
         if setting in frozen.get("settings", []):
-            generator = self.generator(setting, self.rounds)
+            generator = self.generator(setting, self.rounds_of(setting))
             evals += [self._evaluation(setting, FROZEN_CLIP, t, stage=generator, overrides_from=final,
                                        extra={"MODEL.MASQ_CLIP.TUNING": False}) for t in frozen["tests"]]
         rounds = ablations.get("rounds", {})
@@ -325,7 +336,7 @@ class Plan:
     def qualitative_opts(self, setting: str) -> dict:
         """Overrides of ``masqclip predict`` for a setting's final model: its model overrides, the
         small CLIP, and the vocabulary of the setting's first test set."""
-        final = self.stages[("tuning", setting, self.rounds)]
+        final = self.final_stage(setting)
         first_test = next(iter(self.config["settings"][setting]["tests"].values()))
         return {**final.model_overrides, **self.clip_opts(), "DATASETS.TEST": [first_test["dataset"]]}
 

@@ -72,8 +72,8 @@ rule plots:
 
 rule qualitative:
     input:
-        config=lambda wc: PLAN.stages[("tuning", wc.setting, PLAN.rounds)].config,
-        weights=lambda wc: PLAN.stages[("tuning", wc.setting, PLAN.rounds)].weights,
+        config=lambda wc: PLAN.final_stage(wc.setting).config,
+        weights=lambda wc: PLAN.final_stage(wc.setting).weights,
         data=lambda wc: [PLAN.prepared(d) for d in config["settings"][wc.setting]["datasets"]],
     output:
         report(
