@@ -95,6 +95,27 @@ def test_label_assignment_known_answer():
     assert none.tolist() == [10] * 4
 
 
+def test_background_weight_known_answer(model, monkeypatch):
+    import masqclip.modeling.meta_arch.masq_tuning as mt
+
+    logits = torch.randn(2, 5, 4)  # [B, Q, K + 1], background = 3
+    labels = torch.tensor([[0, 3, 3, 1, 3], [3, 2, 3, 3, 3]])
+    per_image = iter([])
+    monkeypatch.setattr(mt, "assign_mask_labels", lambda *a, **k: next(per_image))
+    preds = [{"pred_masks": torch.zeros(5, 4, 4), "padded_size": (8, 8)}] * 2
+    batch = [{"instances": Instances((8, 8), gt_classes=torch.tensor([0]), gt_masks=torch.zeros(1, 8, 8))}] * 2
+    nll = -logits.log_softmax(-1).flatten(0, 1)[torch.arange(10), labels.flatten()]
+    is_bg = labels.flatten() == 3
+    m = copy.deepcopy(model)
+    for weight, expected in ((1.0, nll.mean()),  # the paper's plain mean
+                             (0.1, (nll[~is_bg].sum() + 0.1 * nll[is_bg].sum()) / (3 + 0.1 * 7))):
+        m.background_weight = weight
+        per_image = iter(labels)
+        assert m.losses(logits, preds, batch).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert model.background_weight == 1.0
+    assert build_model(tiny_cfg("MODEL.MASQ_CLIP.BACKGROUND_WEIGHT", 0.25)).background_weight == 0.25
+
+
 def test_object_score_fusion(model):
     clip_logits = torch.tensor([[2.0, 0.0, 1.0, 0.5], [0.0, 3.0, 0.0, 4.0]])
     pred_logits = torch.tensor([[1.0, -1.0], [-2.0, 2.0]])

@@ -12,8 +12,9 @@
   OpenAI's weights, the paper's value; ~17 for the synthetic world's tiny CLIP).
 - Training: each predicted mask takes the label of the ground-truth mask with the best dice
   (prediction binarised at sigmoid > 0.5, both at TRAIN_MASK_SIZE^2) if that dice is
-  > LABEL_DICE_THRESHOLD, else "background"; loss = NLL of the log-softmax of the logits. Only the
-  new query projections and the mask embedding learn.
+  > LABEL_DICE_THRESHOLD, else "background"; loss = NLL of the log-softmax of the logits
+  (background-labelled masks weighted by BACKGROUND_WEIGHT: 1 in the paper). Only the new query
+  projections and the mask embedding learn.
 - Inference: log p(class) = log p_obj (USE_OBJECT_SCORE) + log-softmax(logits), background dropped,
   then the shared post-processing (``modeling/postprocess.py``) with the config's thresholds.
 
@@ -92,7 +93,7 @@ class MasQTuning(MaskFormer):
 
     def __init__(self, *, masqclip: MasQCLIP, text_embedder: TextEmbedder, clip_mean: Sequence[float],
                  clip_std: Sequence[float], logit_scale: float, label_dice_threshold: float, train_mask_size: int,
-                 use_object_score: bool, train_vocabulary: Sequence[str] | None = None,
+                 use_object_score: bool, background_weight: float = 1.0, train_vocabulary: Sequence[str] | None = None,
                  test_vocabulary: Sequence[str] | None = None, fixed_vocabulary: bool = False, **kwargs):
         """
         Args:
@@ -103,6 +104,7 @@ class MasQTuning(MaskFormer):
             label_dice_threshold: training label assignment needs dice > this.
             train_mask_size: masks are compared at this square size for label assignment.
             use_object_score: add log p_obj to the CLIP log-probabilities at inference.
+            background_weight: NLL weight of masks labelled "background" (the others weigh 1).
             train_vocabulary / test_vocabulary: class names (synonyms ", "-separated); None = set later.
             fixed_vocabulary: the user gave the vocabulary (MODEL.MASQ_CLIP.VOCABULARY): dataset
                 vocabularies never replace it.
@@ -117,6 +119,7 @@ class MasQTuning(MaskFormer):
         self.label_dice_threshold = label_dice_threshold
         self.train_mask_size = train_mask_size
         self.use_object_score = use_object_score
+        self.background_weight = background_weight
         self.train_vocabulary = list(train_vocabulary) if train_vocabulary else None
         self.test_vocabulary = list(test_vocabulary) if test_vocabulary else None
         self.fixed_vocabulary = fixed_vocabulary
@@ -141,6 +144,7 @@ class MasQTuning(MaskFormer):
         kwargs.update(masqclip=masqclip, text_embedder=embedder, clip_mean=mean, clip_std=std,
                       logit_scale=resolve_logit_scale(mc.LOGIT_SCALE, clip), label_dice_threshold=mc.LABEL_DICE_THRESHOLD,
                       train_mask_size=mc.TRAIN_MASK_SIZE, use_object_score=mc.USE_OBJECT_SCORE,
+                      background_weight=mc.BACKGROUND_WEIGHT,
                       train_vocabulary=train_vocab, test_vocabulary=test_vocab, fixed_vocabulary=bool(vocab))
         return kwargs
 
@@ -212,7 +216,8 @@ class MasQTuning(MaskFormer):
         return self.classify_and_postprocess(logits, preds, batched_inputs)
 
     def losses(self, logits: torch.Tensor, preds: list[dict], batched_inputs: list[dict]) -> torch.Tensor:
-        """Mean NLL of the assigned labels under log-softmax(logits [B, Q, K + 1])."""
+        """NLL of the assigned labels under log-softmax(logits [B, Q, K + 1]): the mean, or with
+        ``background_weight != 1`` the weighted mean (``F.nll_loss`` with class weights)."""
         background = logits.shape[-1] - 1
         labels = []
         for pred, x in zip(preds, batched_inputs):
@@ -224,7 +229,11 @@ class MasQTuning(MaskFormer):
                                         align_corners=False)[0]
             labels.append(assign_mask_labels(mask_logits, padded, inst.gt_classes, background=background,
                                              dice_threshold=self.label_dice_threshold, size=self.train_mask_size))
-        return F.nll_loss(logits.log_softmax(-1).flatten(0, 1), torch.cat(labels))
+        weight = None
+        if self.background_weight != 1.0:
+            weight = logits.new_ones(logits.shape[-1])
+            weight[background] = self.background_weight
+        return F.nll_loss(logits.log_softmax(-1).flatten(0, 1), torch.cat(labels), weight=weight)
 
     def class_probabilities(self, logits: torch.Tensor, pred_logits: torch.Tensor) -> torch.Tensor:
         """p(class) [Q, K] = exp(log p_obj + log-softmax(logits)[:, :K]) (object score optional).
