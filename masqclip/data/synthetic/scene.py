@@ -38,9 +38,9 @@ class SceneParams:
 
     image_size: int = 128  # image height; width = height x aspect
     aspect_range: tuple[float, float] = (0.8, 1.25)
-    things_per_image: tuple[int, int] = (2, 6)
+    things_per_image: tuple[int, int] = (2, 5)
     stuff_per_image: tuple[int, int] = (2, 3)
-    radius_range: tuple[float, float] = (0.08, 0.22)  # thing half-size, fraction of the short side
+    radius_range: tuple[float, float] = (0.12, 0.28)  # thing half-size, fraction of the short side
     stretch_range: tuple[float, float] = (0.8, 1.25)  # thing x-stretch
     min_visible_fraction: float = 0.5
     min_area: int = 24  # px: smallest visible thing
@@ -54,7 +54,11 @@ class SceneParams:
     boundary_wave: float = 0.06  # stuff boundary wave amplitude, fraction of the image height
     band_range: tuple[float, float] = (0.15, 0.85)  # world B: band boundaries, fraction of the height
     crop_radius_range: tuple[float, float] = (0.3, 0.45)  # CLIP crops: thing half-size / crop size
-    crop_zoom: float = 2.0  # CLIP crops: texture magnification relative to scenes
+    # Texture periods x this in scenes. The CLIP branch sees a 128-px scene at its 64-px input, i.e.
+    # halved; at 2 a scene's textures reach CLIP at the scale of the crops it was pre-trained on (at 1
+    # they are half as coarse and MasQ mask tokens could go by hue alone, which novel things share).
+    texture_scale: float = 2.0
+    crop_zoom: float = 2.0  # CLIP crops: texture magnification relative to a 128-px scene at texture_scale 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -169,7 +173,7 @@ def render_scene(rng: np.random.Generator, *, things: tuple[Category, ...], stuf
     p = params
     height = p.image_size
     width = int(round(height * rng.uniform(*p.aspect_range)))
-    scale = height / REFERENCE_SIZE
+    scale = height / REFERENCE_SIZE * p.texture_scale
     n_stuff = int(rng.integers(p.stuff_per_image[0], p.stuff_per_image[1] + 1))
     rest = [c for c in stuff if c not in must_stuff]
     stuff_cats = list(must_stuff) + [rest[i] for i in rng.permutation(len(rest))[: max(0, n_stuff - len(must_stuff))]]

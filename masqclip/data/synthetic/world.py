@@ -32,7 +32,7 @@ from . import categories as C
 from .draw import hsv_color
 from .scene import STYLES, Scene, SceneParams, render_crop, render_scene
 
-WORLD_VERSION = 1
+WORLD_VERSION = 2
 IGNORE_LABEL = 255
 SEGMENT_ID_STRIDE = 1000  # panoptic segment id = category id * stride + instance number
 PNG_COMPRESSION = 1  # zlib level: fast, and still deterministic bytes
