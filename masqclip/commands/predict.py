@@ -25,6 +25,7 @@ DEFAULT_MIN_SCORE = 0.5
 AGNOSTIC_NAME = "object"
 OVERLAY_ALPHA = 0.5
 FIGURE_DPI = 100
+MIN_OVERLAY_SIDE = 384  # px: smaller images are drawn enlarged (whole-pixel factor) so labels stay legible
 COLORMAP = "tab10"
 
 
@@ -92,21 +93,26 @@ def segments_to_json(segments: list[dict]) -> list[dict]:
 
 
 def draw_overlay(image, segments: list[dict], path: str) -> None:
-    """Write ``image`` (uint8 [H, W, 3]) with coloured masks and "class score" labels to ``path``."""
+    """Write ``image`` (uint8 [H, W, 3]) with coloured masks and "class score" labels to ``path``.
+
+    Images with a side below ``MIN_OVERLAY_SIDE`` are enlarged by the smallest whole factor that
+    reaches it (nearest neighbour: each pixel becomes a block).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    h, w = image.shape[:2]
+    factor = max(1, -(-MIN_OVERLAY_SIDE // min(image.shape[:2])))  # ceil division
+    h, w = image.shape[0] * factor, image.shape[1] * factor
     colors = matplotlib.colormaps[COLORMAP]
-    blended = image.astype(np.float32) / 255.0
+    blended = image.astype(np.float32).repeat(factor, 0).repeat(factor, 1) / 255.0
     fig = plt.figure(figsize=(w / FIGURE_DPI, h / FIGURE_DPI), dpi=FIGURE_DPI)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.axis("off")
     for k, seg in enumerate(segments):
-        mask = seg["mask"].numpy()
+        mask = seg["mask"].numpy().repeat(factor, 0).repeat(factor, 1)
         if not mask.any():
             continue
         color = np.asarray(colors(k % colors.N)[:3], dtype=np.float32)
