@@ -7,14 +7,16 @@
 # SNAKEMAKE_OUTPUT_CACHE set), which Snakemake refuses together with `benchmark:`; their timing is in
 # train_metrics.json and the log instead.
 
-# rule name: (plan stage kind, folder under results/models/<setting>/, MLflow stage tag)
+# rule name: (plan stage kind, folder under results/models/<setting>/, MLflow stage tag, priority).
+# Teachers first: they head the longest chains (teacher -> students -> tuning), while the small
+# CLIP's pre-training (priority 0) is needed only by MasQ-Tuning and fills the gaps.
 TRAIN_RULES = {
-    "train_teacher": ("teacher", "teacher-{sig}", "teacher"),
-    "train_student": ("student", "student{round}-{sig}", "student"),
-    "train_tuning": ("tuning", "masqclip-r{round}-{sig}", "masq-tuning"),
+    "train_teacher": ("teacher", "teacher-{sig}", "teacher", 2),
+    "train_student": ("student", "student{round}-{sig}", "student", 1),
+    "train_tuning": ("tuning", "masqclip-r{round}-{sig}", "masq-tuning", 1),
 }
 
-for rule_name, (kind, folder, stage_tag) in TRAIN_RULES.items():
+for rule_name, (kind, folder, stage_tag, rank) in TRAIN_RULES.items():
 
     rule:
         name:
@@ -31,6 +33,7 @@ for rule_name, (kind, folder, stage_tag) in TRAIN_RULES.items():
             opts=lambda wc, kind=kind: stage_of(wc, kind).command_opts(),
         log:
             f"{R}/logs/train/{{setting}}/{folder}.log",
+        priority: rank
         resources:
             **res(kind),
         cache: "omit-software"
