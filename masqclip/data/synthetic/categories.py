@@ -4,7 +4,9 @@ A thing's identity is carried mainly by its appearance, a (hue, texture) pair, w
 a secondary cue (DESIGN section 7: a tiny ViT learns colour + texture much faster than shape).
 Each hue is used by at most two things, which then differ in texture; each novel thing shares its
 hue with one base thing and its texture with another, so novel classes are new combinations of
-seen attributes. Stuff is less saturated than things and has its own textures. World A (the
+seen attributes. Two pairs of base things share a hue (red, yellow), so telling base classes apart
+already takes texture, the cue that separates a novel thing from its same-hue base thing: a
+classifier tuned on base things alone (MasQ-Tuning) then learns what transfers to novel ones. Stuff is less saturated than things and has its own textures. World A (the
 COCO role) and world B (the ADE20K role of the cross-dataset test) share the things but not the
 stuff. Dataset ids: things 1..12, world A stuff 13..17, world B stuff 18..22.
 """
@@ -49,8 +51,8 @@ THINGS: tuple[Category, ...] = (
     Category(4, "green ringed hexagon", "base", 120, _THING_SAT, _THING_VAL, "rings", 6, "hexagon"),
     Category(5, "blue wavy star", "base", 225, _THING_SAT, _THING_VAL, "waves", 7, "star"),
     Category(6, "purple plain cross", "base", 280, _THING_SAT, _THING_VAL, "solid", 6, "cross"),
-    Category(7, "pink striped egg", "base", 325, _THING_SAT, _THING_VAL, "stripes", 5, "ellipse"),
-    Category(8, "cyan dotted diamond", "base", 185, _THING_SAT, _THING_VAL, "dots", 6, "diamond"),
+    Category(7, "red striped egg", "base", 0, _THING_SAT, _THING_VAL, "stripes", 5, "ellipse"),
+    Category(8, "yellow dotted diamond", "base", 58, _THING_SAT, _THING_VAL, "dots", 6, "diamond"),
     Category(9, "green striped pentagon", "novel", 120, _THING_SAT, _THING_VAL, "stripes", 6, "pentagon"),
     Category(10, "blue checkered crescent", "novel", 225, _THING_SAT, _THING_VAL, "checker", 6, "crescent"),
     Category(11, "orange wavy arrow", "novel", 30, _THING_SAT, _THING_VAL, "waves", 7, "arrow"),
