@@ -15,6 +15,7 @@ rule pretrain_clip:
         seed=PLAN.seed,
     log:
         f"{R}/logs/clip/{{sig}}.log",
+    priority: 2  # after the teachers, before the students (train.smk)
     resources:
         **res("clip"),
     cache: "omit-software"

@@ -8,10 +8,10 @@
 # train_metrics.json and the log instead.
 
 # rule name: (plan stage kind, folder under results/models/<setting>/, MLflow stage tag, priority).
-# Teachers first: they head the longest chains (teacher -> students -> tuning), while the small
-# CLIP's pre-training (priority 0) is needed only by MasQ-Tuning and fills the gaps.
+# Teachers first: they head the longest chains (teacher -> students -> tuning); the small CLIP's
+# pre-training (priority 2, clip.smk), needed only by MasQ-Tuning, runs beside the students.
 TRAIN_RULES = {
-    "train_teacher": ("teacher", "teacher-{sig}", "teacher", 2),
+    "train_teacher": ("teacher", "teacher-{sig}", "teacher", 3),
     "train_student": ("student", "student{round}-{sig}", "student", 1),
     "train_tuning": ("tuning", "masqclip-r{round}-{sig}", "masq-tuning", 1),
 }
