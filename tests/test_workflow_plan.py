@@ -31,12 +31,13 @@ def test_round_lineage_and_tuned_rounds(config):
     config["ablations"]["rounds"]["tune"] = True
     plan = Plan.from_config(config)
     for setting in ("base-novel", "cross-dataset"):
-        for rnd in (1, 2):  # round k starts from and is taught by round k-1
+        for rnd in range(1, plan.rounds_of(setting) + 1):  # round k starts from and is taught by round k-1
             student = plan.stages[("student", setting, rnd)]
             parent = plan.generator(setting, rnd - 1).weights
             assert student.opts["MODEL.WEIGHTS"] == student.opts["MODEL.DISTILL.TEACHER_WEIGHTS"] == parent
             assert parent in student.inputs
-    assert plan.tuned_rounds("base-novel") == [0, 1, 2] and plan.tuned_rounds("cross-dataset") == [2]
+    assert plan.rounds_of("base-novel") == 2 and plan.rounds_of("cross-dataset") == 1  # the embedded default
+    assert plan.tuned_rounds("base-novel") == [0, 1, 2] and plan.tuned_rounds("cross-dataset") == [1]
     assert plan.stages[("tuning", "base-novel", 2)].opts["MODEL.MASQ_CLIP.PRETRAINED"] == plan.clip.weights
 
 
