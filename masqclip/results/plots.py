@@ -89,11 +89,11 @@ def plot_base_novel(metrics: dict, *, setting: str, rounds: int, test: str, outp
     xs = list(range(rounds + 1))
     proposals = [metrics.get((setting, f"proposals-r{r}", "proposals")) for r in xs]
     for split in ("base", "novel"):
-        left.plot(xs, [best_recall(p, split)[1] or float("nan") for p in proposals], marker="o", label=split)
+        (line,) = left.plot(xs, [best_recall(p, split)[1] or float("nan") for p in proposals], marker="o", label=split)
         confident = [metric(p, "proposals", f"AR@conf_{split}") for p in proposals]
-        if any(v is not None for v in confident):
+        if any(v is not None for v in confident):  # same colour, dashed: the proposals scored as objects
             left.plot(xs, [float("nan") if v is None else v for v in confident], marker="s", linestyle="--",
-                      label=f"{split}, confident")
+                      color=line.get_color(), label=f"{split}, confident")
     left.set_xticks(xs)
     left.set_xlabel("distillation round (0 = teacher)")
     left.set_ylabel("class-agnostic recall")
