@@ -14,7 +14,7 @@ from pycocotools import mask as mask_utils
 from masqclip.cli import build_parser
 from masqclip.cli import main as cli
 from masqclip.commands.eval import output_paths
-from masqclip.commands.predict import draw_overlay, extract_segments, segments_to_json
+from masqclip.commands.predict import MIN_OVERLAY_SIDE, draw_overlay, extract_segments, segments_to_json
 from masqclip.structures import Instances
 
 TINY = {"MODEL": {"DEVICE": "cpu", "RESNETS": {"DEPTH": 18, "RES2_OUT_CHANNELS": 64, "NORM": "BN"},
@@ -129,7 +129,9 @@ def test_teacher_student_eval_predict_end_to_end(world, tmp_path, monkeypatch):
     assert cli(["predict", "--config-file", str(config), "--weights", str(teacher / "model_final.pth"),
                 "--image", str(image), "--output", str(out), "--min-score", "0"]) == 0
     pred = json.loads(out.with_suffix(".json").read_text())
-    assert Image.open(out).size == Image.open(image).size
+    width, height = Image.open(image).size
+    factor = -(-MIN_OVERLAY_SIDE // min(width, height))  # small images are drawn enlarged
+    assert Image.open(out).size == (width * factor, height * factor)
     assert pred["source"] == "instances" and pred["segments"] and pred["segments"][0]["class"] == "object"
 
     # MasQ-Tuning model (tiny random CLIP) from the teacher's mask-generator checkpoint, any vocabulary
