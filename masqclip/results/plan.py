@@ -294,7 +294,7 @@ class Plan:
                                        extra={"MODEL.MASQ_CLIP.USE_OBJECT_SCORE": False}) for t in obj["tests"]]
         frozen = ablations.get("frozen_clip", {})
         if setting in frozen.get("settings", []):
-            generator = self.generator(setting, self.rounds_of(setting))
+            generator = self.generator(setting, final.round)
             evals += [self._evaluation(setting, FROZEN_CLIP, t, stage=generator, overrides_from=final,
                                        extra={"MODEL.MASQ_CLIP.TUNING": False}) for t in frozen["tests"]]
         rounds = ablations.get("rounds", {})

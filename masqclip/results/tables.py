@@ -168,7 +168,8 @@ def rounds_table(metrics: dict, *, setting: str, rounds: int, test: str, paper: 
         proposals = metrics.get((setting, f"proposals-r{rnd}", "proposals"))
         key, recall = best_recall(proposals)
         recall_key = recall_key or (key if recall is not None else None)
-        threshold = threshold or metric(proposals, "proposals", "conf_score_threshold")
+        if threshold is None:
+            threshold = metric(proposals, "proposals", "conf_score_threshold")
         variant = MAIN_VARIANT if rnd == rounds else f"round{rnd}"
         row = [recall, metric(proposals, "proposals", "AR@conf_novel"), novel_ap50(metrics.get((setting, variant, test)), test)]
         if paper:

@@ -6,8 +6,8 @@ Each hue is used by at most two things, which then differ in texture; each novel
 hue with one base thing and its texture with another, so novel classes are new combinations of
 seen attributes. Two pairs of base things share a hue (red, yellow), so telling base classes apart
 already takes texture, the cue that separates a novel thing from its same-hue base thing: a
-classifier tuned on base things alone (MasQ-Tuning) then learns what transfers to novel ones. Stuff is less saturated than things and has its own textures. World A (the
-COCO role) and world B (the ADE20K role of the cross-dataset test) share the things but not the
+classifier tuned on base things alone (MasQ-Tuning) then learns what transfers to novel ones.
+Stuff is less saturated than things and has its own textures. World A (the COCO role) and world B (the ADE20K role of the cross-dataset test) share the things but not the
 stuff. Dataset ids: things 1..12, world A stuff 13..17, world B stuff 18..22.
 """
 from __future__ import annotations

@@ -31,7 +31,7 @@ class PretrainConfig:
     """Hyper-parameters of ``masqclip pretrain-clip`` (each is a command-line flag)."""
 
     model_name: str = "masqclip-tiny"
-    epochs: float = 8.0  # passes over the train crops (8 x 68 steps: 93.8% zero-shot on the default world)
+    epochs: float = 8.0  # passes over the train crops (8 x 68 steps; the embedded default runs 6, config/config.yaml)
     minutes: float = 0.0  # > 0: also stop after this much wall time (the cosine then follows time)
     batch_size: int = 64
     lr: float = 2e-3
