@@ -245,8 +245,9 @@ _C.TEST.PROPOSAL_RECALL = CN()
 _C.TEST.PROPOSAL_RECALL.ENABLED = True  # with instance evaluation (coco evaluator_type)
 _C.TEST.PROPOSAL_RECALL.TOPK = [10, 20, 50, 100]
 _C.TEST.PROPOSAL_RECALL.IOU_THRESHOLD = 0.5
-# (masqclip) also 'AR@conf': recall by the proposals scored >= this (the ones the model calls objects)
-_C.TEST.PROPOSAL_RECALL.SCORE_THRESHOLD = 0.5
+# (masqclip) also 'AR@conf': recall by the proposals scored >= this, the ones the model claims as
+# objects. 0.8 = the paper's distillation alpha, the score at which a teacher mask counts as found.
+_C.TEST.PROPOSAL_RECALL.SCORE_THRESHOLD = 0.8
 _C.TEST.PROPOSAL_RECALL.MEAN_IOU_THRESHOLDS = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
 _C.TEST.INFERENCE_LOG_PERIOD = 50  # inference_on_dataset logs progress every this many batches
 # --- end (masqclip) evaluation keys ---

@@ -5,8 +5,8 @@ trained on? A ground-truth mask counts as recalled at IoU t by the top-k proposa
 score, classes ignored) when one of them overlaps it with mask IoU >= t. ``AR@k`` uses one
 threshold (0.5 by default); ``mAR@k`` averages recall over a list of thresholds (0.5:0.95).
 
-``AR@conf`` counts only the proposals scored >= ``score_threshold`` (0.5: those the model calls
-objects rather than no-object). With few queries ``AR@k`` soon covers every query, mask quality
+``AR@conf`` counts only the proposals scored >= ``score_threshold`` (default 0.8, the paper's
+distillation alpha: the confidence at which a teacher's mask counts as a found object). With few queries ``AR@k`` soon covers every query, mask quality
 alone decides it, and an object the generator has learned to call background still counts as
 found; ``AR@conf`` shows whether the generator *claims* the unannotated objects, which is what
 distillation changes and what the object score passes on to the final ranking.
