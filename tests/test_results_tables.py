@@ -86,6 +86,15 @@ def test_rounds_table_uses_largest_k_novel_recall_and_final_model_for_round_k(me
     assert "AR@100_novel" in table.notes[0] and ">= 0.5" in table.notes[0]
 
 
+def test_rounds_table_control_row(metrics_files, tmp_path):
+    control = write_metrics(tmp_path / "metrics", "base-novel", "proposals-control", "proposals",
+                            {"proposals": {"AR@100_novel": 40.0, "AR@conf_novel": 12.5}})
+    table = rounds_table(load_metrics([*metrics_files, control]), setting="base-novel", rounds=2, test="generalized",
+                         paper=True)
+    assert table.rows[-1] == ("round 1 without pseudo-labels (control)", [40.0, 12.5, None, None])
+    assert len(table.rows) == 4 and "no pseudo-labels" in table.notes[-1]
+
+
 def test_object_score_and_frozen_clip_tables(metrics_files):
     metrics = load_metrics(metrics_files)
     obj = object_score_table(metrics, setting="base-novel", tests=["generalized"], paper=True)

@@ -95,6 +95,29 @@ def test_a_setting_may_run_fewer_rounds(config):
         Plan.from_config(config)
 
 
+def test_rounds_control_is_round_one_without_pseudo_labels(config):
+    config["ablations"]["rounds"]["control"] = True
+    plan = Plan.from_config(config)
+    control, student = plan.stages[("control", "base-novel", 1)], plan.stages[("student", "base-novel", 1)]
+    teacher = plan.generator("base-novel", 0)
+    assert control.config == student.config and control.opts["MODEL.WEIGHTS"] == teacher.weights
+    assert "MODEL.DISTILL.TEACHER_WEIGHTS" not in control.opts  # no teacher: plain Mask2Former loss
+    assert control.overrides["MODEL.META_ARCHITECTURE"] == "MaskFormer" and teacher.weights in control.inputs
+    assert control.folder.rsplit("/", 1)[1] == f"control1-{control.sig}" and control.sig != student.sig
+    props = plan.evaluation("base-novel", "proposals-control", "proposals")
+    assert props.weights == control.weights and props.opts["MODEL.META_ARCHITECTURE"] == "MaskFormer"
+    assert ("control", "cross-dataset", 1) not in plan.stages  # only the rounds ablation's settings
+    assert plan.resources("control") == plan.resources("student")
+    # it follows the student's config and the teacher: a student change re-trains it, a tuning change does not
+    assert changed(config, "base-novel", "student", {"SOLVER.MAX_ITER": 9}).stages[("control", "base-novel", 1)].sig \
+        != control.sig
+    assert changed(config, "base-novel", "tuning", {"SOLVER.MAX_ITER": 9}).stages[("control", "base-novel", 1)].sig \
+        == control.sig
+    config["ablations"]["rounds"]["control"] = False
+    plan = Plan.from_config(config)
+    assert not plan.stages_of("control") and not any(e.variant == "proposals-control" for e in plan.evaluations)
+
+
 def test_stale_signature_is_refused(config):
     plan = Plan.from_config(config)
     with pytest.raises(ValueError, match="not the current config"):

@@ -23,6 +23,7 @@ CROSS_DATASET_TESTS = ("ade150_panoptic", "ade150", "ade847", "pc59", "pc459")
 MAIN_VARIANT = "masqclip"
 NO_OBJECT_SCORE = "no-objscore"
 FROZEN_CLIP = "frozen-clip"
+CONTROL_PROPOSALS = "proposals-control"
 # Eval jobs reuse the model-defining overrides of the stage they evaluate, not its solver ones.
 MODEL_KEY_PREFIXES = ("MODEL.", "INPUT.")
 
@@ -65,7 +66,8 @@ def model_config_content(path: str) -> dict:
 
 @dataclass(frozen=True)
 class Stage:
-    """One trained model. ``kind``: clip | teacher | student | tuning."""
+    """One trained model. ``kind``: clip | teacher | student | tuning | control (round 1's student
+    schedule without the teacher's pseudo-labels: the rounds ablation's control)."""
 
     kind: str
     setting: str
@@ -209,6 +211,8 @@ class Plan:
             stage = Stage(kind=kind, setting=setting, round=rnd, config=stage_spec["config"], overrides=overrides,
                           sig=sig, folder=f"{self.results}/models/{setting}/{name}-{sig}", inputs=inputs, opts=opts)
             self.stages[(kind, setting, rnd)] = stage
+            if rnd == 1 and self.has_control(setting):
+                self._plan_control(setting, stage_spec, parent, prepared)
             parent = stage
         for rnd in self.tuned_rounds(setting):
             generator = self.generator(setting, rnd)
@@ -222,6 +226,22 @@ class Plan:
             self.stages[("tuning", setting, rnd)] = Stage(
                 kind="tuning", setting=setting, round=rnd, config=stage_spec["config"], overrides=overrides, sig=sig,
                 folder=f"{self.results}/models/{setting}/masqclip-r{rnd}-{sig}", inputs=inputs, opts=opts)
+
+    def has_control(self, setting: str) -> bool:
+        """Whether the rounds ablation of ``setting`` asks for the no-pseudo-label control."""
+        rounds_ablation = self.config.get("ablations", {}).get("rounds", {})
+        return setting in rounds_ablation.get("settings", []) and bool(rounds_ablation.get("control", False))
+
+    def _plan_control(self, setting: str, student_spec: dict, teacher: Stage, prepared: tuple) -> None:
+        """Round 1's student config and schedule, started from the teacher, trained on the ground truth
+        alone (plain Mask2Former loss, no teacher): separates what the pseudo-labels do from what
+        more training does."""
+        overrides = {**student_spec.get("overrides", {}), "MODEL.META_ARCHITECTURE": "MaskFormer"}
+        sig = signature("control", model_config_content(student_spec["config"]), overrides, self.seed, teacher.sig)
+        self.stages[("control", setting, 1)] = Stage(
+            kind="control", setting=setting, round=1, config=student_spec["config"], overrides=overrides, sig=sig,
+            folder=f"{self.results}/models/{setting}/control1-{sig}", inputs=prepared + (teacher.weights,),
+            opts={"SEED": self.seed, "MODEL.WEIGHTS": teacher.weights})
 
     def clip_opts(self) -> dict:
         return {"MODEL.MASQ_CLIP.PRETRAINED": self.clip.weights} if self.clip else {}
@@ -303,6 +323,10 @@ class Plan:
                 generator = self.generator(setting, rnd)
                 evals.append(self._evaluation(setting, f"proposals-r{rnd}", "proposals", stage=generator,
                                               config=generator.config))
+                if rnd == 1 and ("control", setting, 1) in self.stages:
+                    control = self.stages[("control", setting, 1)]
+                    evals.append(self._evaluation(setting, CONTROL_PROPOSALS, "proposals", stage=control,
+                                                  config=control.config))
                 if rnd < self.rounds and ("tuning", setting, rnd) in self.stages:
                     evals.append(self._evaluation(setting, f"round{rnd}", rounds["test"],
                                                   stage=self.stages[("tuning", setting, rnd)]))
@@ -344,7 +368,10 @@ class Plan:
         return self.table_files() + self.plot_files() + self.qualitative_files()
 
     def resources(self, stage: str) -> dict:
+        """``resources.default`` updated by ``resources.<stage>``; the control trains like a student."""
         table = self.config.get("resources", {})
+        if stage == "control" and stage not in table:
+            stage = "student"
         return {**table.get("default", {}), **table.get(stage, {})}
 
     # ----------------------------------------------------------------------------- checks
@@ -354,7 +381,8 @@ class Plan:
         from ..config import setup_cfg
 
         seen = set()
-        pairs = [(s.config, s.command_opts()) for k in ("teacher", "student", "tuning") for s in self.stages_of(k)]
+        pairs = [(s.config, s.command_opts()) for k in ("teacher", "student", "control", "tuning")
+                 for s in self.stages_of(k)]
         pairs += [(e.config, format_opts(e.opts)) for e in self.evaluations]
         for cfg_file, opts in pairs:
             if (cfg_file, opts) in seen:

@@ -12,7 +12,7 @@ import json
 import re
 from pathlib import Path
 
-from .plan import FROZEN_CLIP, MAIN_VARIANT, NO_OBJECT_SCORE
+from .plan import CONTROL_PROPOSALS, FROZEN_CLIP, MAIN_VARIANT, NO_OBJECT_SCORE
 from .tables import best_recall, metric
 
 ITERATION_KEYS = ("iteration", "iter", "step")
@@ -88,12 +88,17 @@ def plot_base_novel(metrics: dict, *, setting: str, rounds: int, test: str, outp
     fig, (left, right) = plt.subplots(1, 2, figsize=(PANEL_SIZE[0] * 2.5, PANEL_SIZE[1]))
     xs = list(range(rounds + 1))
     proposals = [metrics.get((setting, f"proposals-r{r}", "proposals")) for r in xs]
+    control = metrics.get((setting, CONTROL_PROPOSALS, "proposals"))
     for split in ("base", "novel"):
         (line,) = left.plot(xs, [best_recall(p, split)[1] or float("nan") for p in proposals], marker="o", label=split)
         confident = [metric(p, "proposals", f"AR@conf_{split}") for p in proposals]
         if any(v is not None for v in confident):  # same colour, dashed: the proposals scored as objects
             left.plot(xs, [float("nan") if v is None else v for v in confident], marker="s", linestyle="--",
                       color=line.get_color(), label=f"{split}, confident")
+        if control is not None and rounds >= 1:  # crosses at round 1: the student without pseudo-labels
+            values = [best_recall(control, split)[1], metric(control, "proposals", f"AR@conf_{split}")]
+            left.plot([1, 1], [float("nan") if v is None else v for v in values], linestyle="none", marker="x",
+                      ms=8, color=line.get_color(), label=f"{split}, round 1 without pseudo-labels")
     left.set_xticks(xs)
     left.set_xlabel("distillation round (0 = teacher)")
     left.set_ylabel("class-agnostic recall")

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .plan import FROZEN_CLIP, MAIN_VARIANT, NO_OBJECT_SCORE
+from .plan import CONTROL_PROPOSALS, FROZEN_CLIP, MAIN_VARIANT, NO_OBJECT_SCORE
 
 # The paper's numbers (MasQCLIP, Mask2Former R50; ICCV 2023), DESIGN.md section 3.
 PAPER_BASE_NOVEL = {"constrained base": 51.2, "constrained novel": 34.3, "generalized base": 51.0,
@@ -178,6 +178,12 @@ def rounds_table(metrics: dict, *, setting: str, rounds: int, test: str, paper: 
     table.notes.append(f"recall = {recall_key or 'AR'} (proposals); confident = AR@conf_novel (only proposals "
                        f"scored >= {threshold if threshold is not None else 'TEST.PROPOSAL_RECALL.SCORE_THRESHOLD'}); "
                        f"novel AP50 on the '{test}' test")
+    control = metrics.get((setting, CONTROL_PROPOSALS, "proposals"))
+    if control is not None:
+        row = [best_recall(control)[1], metric(control, "proposals", "AR@conf_novel"), None]
+        table.add("round 1 without pseudo-labels (control)", row + ([None] if paper else []))
+        table.notes.append("control = round 1's student config and schedule trained from the teacher on the "
+                           "ground truth alone (no pseudo-labels)")
     return table
 
 

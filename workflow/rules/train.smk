@@ -13,6 +13,7 @@
 TRAIN_RULES = {
     "train_teacher": ("teacher", "teacher-{sig}", "teacher", 3),
     "train_student": ("student", "student{round}-{sig}", "student", 1),
+    "train_control": ("control", "control{round}-{sig}", "control", 0),  # rounds ablation, off the chains
     "train_tuning": ("tuning", "masqclip-r{round}-{sig}", "masq-tuning", 1),
 }
 
