@@ -85,7 +85,7 @@ def plot_training_curves(curves: dict[str, str | Path], output: str | Path, titl
 def plot_base_novel(metrics: dict, *, setting: str, rounds: int, test: str, output: str | Path) -> None:
     """Left: class-agnostic recall (base, novel) per round. Right: base vs novel AP50 per variant."""
     plt = _pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(PANEL_SIZE[0] * 2.5, PANEL_SIZE[1]))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(PANEL_SIZE[0] * 3.2, PANEL_SIZE[1]), layout="constrained")
     xs = list(range(rounds + 1))
     proposals = [metrics.get((setting, f"proposals-r{r}", "proposals")) for r in xs]
     control = metrics.get((setting, CONTROL_PROPOSALS, "proposals"))
@@ -102,7 +102,7 @@ def plot_base_novel(metrics: dict, *, setting: str, rounds: int, test: str, outp
     left.set_xticks(xs)
     left.set_xlabel("distillation round (0 = teacher)")
     left.set_ylabel("class-agnostic recall")
-    left.legend()
+    left.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the panel: never over the lines
     left.grid(alpha=0.3)
     variants = [FROZEN_CLIP, NO_OBJECT_SCORE] + [f"round{r}" for r in range(rounds)] + [MAIN_VARIANT]
     variants = [v for v in variants if (setting, v, test) in metrics]
@@ -115,7 +115,6 @@ def plot_base_novel(metrics: dict, *, setting: str, rounds: int, test: str, outp
     right.set_ylabel(f"AP50 ({test})")
     right.legend()
     fig.suptitle(f"base vs novel ({setting})")
-    fig.tight_layout()
     fig.savefig(output, dpi=FIGURE_DPI)
     plt.close(fig)
 
