@@ -6,10 +6,11 @@ score, classes ignored) when one of them overlaps it with mask IoU >= t. ``AR@k`
 threshold (0.5 by default); ``mAR@k`` averages recall over a list of thresholds (0.5:0.95).
 
 ``AR@conf`` counts only the proposals scored >= ``score_threshold`` (default 0.8, the paper's
-distillation alpha: the confidence at which a teacher's mask counts as a found object). With few queries ``AR@k`` soon covers every query, mask quality
-alone decides it, and an object the generator has learned to call background still counts as
-found; ``AR@conf`` shows whether the generator *claims* the unannotated objects, which is what
-distillation changes and what the object score passes on to the final ranking.
+distillation alpha: the confidence at which a teacher's mask counts as a found object). With few
+queries ``AR@k`` soon covers every query, mask quality alone decides it, and an object the
+generator has learned to call background still counts as found; ``AR@conf`` shows whether the
+generator *claims* the unannotated objects, which is what distillation changes and what the object
+score passes on to the final ranking.
 """
 from __future__ import annotations
 
