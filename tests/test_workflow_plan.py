@@ -116,6 +116,9 @@ def test_rounds_control_is_round_one_without_pseudo_labels(config):
     config["ablations"]["rounds"]["control"] = False
     plan = Plan.from_config(config)
     assert not plan.stages_of("control") and not any(e.variant == "proposals-control" for e in plan.evaluations)
+    config["ablations"]["rounds"]["control"], config["rounds"] = True, 0  # nothing to compare with: refused
+    with pytest.raises(ValueError, match="ablations.rounds.control"):
+        Plan.from_config(config)
 
 
 def test_stale_signature_is_refused(config):

@@ -155,6 +155,9 @@ class Plan:
                              for t in wanted if t not in tests]
                 if kind == "rounds" and "proposals" not in self.config["settings"][setting]:
                     problems.append(f"ablations.rounds needs settings.{setting}.proposals (class-agnostic recall)")
+                if kind == "rounds" and spec.get("control") and self.rounds_of(setting) < 1:
+                    problems.append(f"ablations.rounds.control: settings.{setting} runs no student round to "
+                                    "compare the control with (rounds < 1)")
                 if kind == "rounds" and self.rounds_of(setting) != self.rounds:
                     problems.append(f"ablations.rounds: settings.{setting}.rounds must equal the top-level 'rounds' "
                                     f"({self.rounds}), which the rounds table and plot use")
