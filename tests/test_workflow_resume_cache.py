@@ -51,7 +51,7 @@ def test_second_checkout_takes_trained_models_from_the_cache(tmp_path, monkeypat
         runs[name] = (work, proc)
     trained_a = [c for c in calls(runs["checkout_a"][0]) if c[0] in ("train", "pretrain-clip")]
     trained_b = [c for c in calls(runs["checkout_b"][0]) if c[0] in ("train", "pretrain-clip")]
-    assert len(trained_a) == 8 and trained_b == []  # CLIP + 2 teachers + 2 students + 3 tunings
+    assert len(trained_a) == 9 and trained_b == []  # CLIP + 2 teachers + 2 students + control + 3 tunings
     assert any(cache.iterdir())
-    assert job_counts(runs["checkout_b"][1].stdout + runs["checkout_b"][1].stderr)["evaluate"] == 9
+    assert job_counts(runs["checkout_b"][1].stdout + runs["checkout_b"][1].stderr)["evaluate"] == 10
     assert (runs["checkout_b"][0] / "results/tables/base_novel.md").is_file()

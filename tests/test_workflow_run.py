@@ -12,11 +12,12 @@ import yaml
 from workflow_support import install_stub_cli, job_counts, scratch_config, snakemake
 
 # The embedded default, counted by hand from config/config.yaml (base-novel K = 2 rounds, the
-# rounds ablation without tuning each round; cross-dataset 1 round): teacher per setting, students
-# 2 + 1; MasQ-Tuning of the last round per setting; evaluations: base-novel 3 tests + object score
-# off + frozen CLIP + proposals of rounds 0..2 = 8, cross-dataset 2 tests; qualitative 2 + 1.
-DEFAULT_JOBS = {"prepare": 1, "pretrain_clip": 1, "train_teacher": 2, "train_student": 3, "train_tuning": 2,
-                "evaluate": 10, "qualitative": 3, "tables": 1, "plots": 1, "all": 1}
+# rounds ablation without tuning each round, with its control; cross-dataset 1 round): teacher per
+# setting, students 2 + 1, the control 1; MasQ-Tuning of the last round per setting; evaluations:
+# base-novel 3 tests + object score off + frozen CLIP + proposals of rounds 0..2 and of the control
+# = 9, cross-dataset 2 tests; qualitative 2 + 1.
+DEFAULT_JOBS = {"prepare": 1, "pretrain_clip": 1, "train_teacher": 2, "train_student": 3, "train_control": 1,
+                "train_tuning": 2, "evaluate": 11, "qualitative": 3, "tables": 1, "plots": 1, "all": 1}
 # After a change of the base-novel MasQ-Tuning overrides: its tuning job, the 4 evaluations of the
 # tuned model (3 tests, object score off; not frozen CLIP, not proposals), the 2 base-novel
 # qualitative figures, tables, plots.
