@@ -123,7 +123,7 @@ class Plan:
         self.datasets = dict(config["datasets"])
         self._check_references()
         self.clip = self._clip_stage()
-        self.stages: dict[tuple, Stage] = {}
+        self.stages: dict[tuple, Stage] = {}  # (kind, setting, round): every trained stage but the CLIP
         for setting in self.settings:
             self._plan_setting(setting)
         self.evaluations = [e for s in self.settings for e in self._plan_evaluations(s)]
@@ -214,7 +214,7 @@ class Plan:
             stage = Stage(kind=kind, setting=setting, round=rnd, config=stage_spec["config"], overrides=overrides,
                           sig=sig, folder=f"{self.results}/models/{setting}/{name}-{sig}", inputs=inputs, opts=opts)
             self.stages[(kind, setting, rnd)] = stage
-            if rnd == 1 and self.has_control(setting):
+            if rnd == 1 and (self.rounds_ablation(setting) or {}).get("control", False):
                 self._plan_control(setting, stage_spec, parent, prepared)
             parent = stage
         for rnd in self.tuned_rounds(setting):
@@ -230,10 +230,10 @@ class Plan:
                 kind="tuning", setting=setting, round=rnd, config=stage_spec["config"], overrides=overrides, sig=sig,
                 folder=f"{self.results}/models/{setting}/masqclip-r{rnd}-{sig}", inputs=inputs, opts=opts)
 
-    def has_control(self, setting: str) -> bool:
-        """Whether the rounds ablation of ``setting`` asks for the no-pseudo-label control."""
-        rounds_ablation = self.config.get("ablations", {}).get("rounds", {})
-        return setting in rounds_ablation.get("settings", []) and bool(rounds_ablation.get("control", False))
+    def rounds_ablation(self, setting: str) -> dict | None:
+        """The rounds ablation's spec when it covers ``setting``, else None."""
+        spec = self.config.get("ablations", {}).get("rounds", {})
+        return spec if setting in spec.get("settings", []) else None
 
     def _plan_control(self, setting: str, student_spec: dict, teacher: Stage, prepared: tuple) -> None:
         """Round 1's student config and schedule, started from the teacher, trained on the ground truth
@@ -251,8 +251,8 @@ class Plan:
 
     def tuned_rounds(self, setting: str) -> list[int]:
         """Rounds whose mask generator gets MasQ-Tuned: the last, plus all when the rounds ablation asks."""
-        rounds_ablation = self.config.get("ablations", {}).get("rounds", {})
-        if setting in rounds_ablation.get("settings", []) and rounds_ablation.get("tune", True):
+        rounds_ablation = self.rounds_ablation(setting)
+        if rounds_ablation is not None and rounds_ablation.get("tune", True):
             return list(range(self.rounds_of(setting) + 1))
         return [self.rounds_of(setting)]
 
@@ -320,8 +320,8 @@ class Plan:
             generator = self.generator(setting, final.round)
             evals += [self._evaluation(setting, FROZEN_CLIP, t, stage=generator, overrides_from=final,
                                        extra={"MODEL.MASQ_CLIP.TUNING": False}) for t in frozen["tests"]]
-        rounds = ablations.get("rounds", {})
-        if setting in rounds.get("settings", []):
+        rounds = self.rounds_ablation(setting)
+        if rounds is not None:
             for rnd in range(self.rounds + 1):
                 generator = self.generator(setting, rnd)
                 evals.append(self._evaluation(setting, f"proposals-r{rnd}", "proposals", stage=generator,
@@ -384,8 +384,7 @@ class Plan:
         from ..config import setup_cfg
 
         seen = set()
-        pairs = [(s.config, s.command_opts()) for k in ("teacher", "student", "control", "tuning")
-                 for s in self.stages_of(k)]
+        pairs = [(s.config, s.command_opts()) for s in self.stages.values()]  # every trained stage but the CLIP
         pairs += [(e.config, format_opts(e.opts)) for e in self.evaluations]
         for cfg_file, opts in pairs:
             if (cfg_file, opts) in seen:

@@ -38,7 +38,7 @@ rule tables:
 rule plots:
     input:
         metrics=[e.path for e in PLAN.evaluations],
-        curves=[f"{s.folder}/metrics.jsonl" for k in ("teacher", "student", "control", "tuning") for s in PLAN.stages_of(k)],
+        curves=[f"{s.folder}/metrics.jsonl" for s in PLAN.stages.values()],
         clip=[s.weights for s in PLAN.stages_of("clip")],
     output:
         report(
@@ -52,8 +52,7 @@ rule plots:
         ablations=shlex.quote(json.dumps(config.get("ablations", {}))),
         train=" ".join(
             f"--train {s.setting}/{os.path.basename(s.folder).rsplit('-', 1)[0]}={s.folder}/metrics.jsonl"
-            for k in ("teacher", "student", "control", "tuning")
-            for s in PLAN.stages_of(k)
+            for s in PLAN.stages.values()  # teachers, students, controls and tunings, in lineage order
         ),
         clip=" ".join(f"--clip-weights {s.weights}" for s in PLAN.stages_of("clip")),
         outdir=output_dir,
