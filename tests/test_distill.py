@@ -101,6 +101,82 @@ def test_valid_size_ignores_the_padding():
     assert torch.equal(kept[0], box(18, 24, 18, 30)) and torch.equal(kept[1], box(20, 24, 0, 8))
 
 
+def pixel(y: int, x: int) -> torch.Tensor:
+    return box(y, y + 1, x, x + 1)
+
+
+def test_tiny_mask_far_from_a_tiny_gt_is_dropped_by_the_smoothed_dice():
+    # One teacher pixel, one gt pixel, far apart: no sample point sees both (a bilinear sample of a
+    # one-pixel mask is non-zero only within one pixel of it), so the intersection is 0. With 4
+    # points each mask sums to at most 4, so dice = (0 + 1) / (|A| + |B| + 1) >= 1/9 > beta = 0.1
+    # for EVERY point sample: dropped. (The unsmoothed dice, 0, kept it.)
+    teacher, gt = pixel(20, 20), pixel(2, 2)
+    for seed in range(5):
+        assert select(as_logits([teacher]), torch.tensor([0.99]), gt[None], seed=seed, num_points=4).shape[0] == 0
+    # the same mask without any ground truth has nothing to be compared with: kept
+    assert select(as_logits([teacher]), torch.tensor([0.99]), gt[None][:0], num_points=4).shape[0] == 1
+
+
+def test_dice_nms_uses_the_smoothed_dice():
+    # 19 points; four disjoint masks covering 1, 1, 7 and 10 of them, scores 0.9, 0.8, 0.7, 0.6.
+    # Smoothed dice with the kept first one: b 1/3, c 1/9 (>= 0.1: suppressed), d 1/12 (kept).
+    points = torch.zeros(4, 19)
+    points[0, 0] = points[1, 1] = 1.0
+    points[2, 2:9] = 1.0
+    points[3, 9:19] = 1.0
+    assert dice_nms(points, torch.tensor([0.9, 0.8, 0.7, 0.6]), 0.1).tolist() == [0, 3]
+    assert dice_nms(points, torch.tensor([0.9, 0.8, 0.7, 0.6]), 0.1, smooth=0.0).tolist() == [0, 1, 2, 3]
+
+
+def test_nms_of_two_tiny_teacher_masks_keeps_one():
+    # no ground truth; two single-pixel masks far apart, 4 points: dice >= 1/9 -> the 0.9 one is suppressed
+    masks = [pixel(5, 5), pixel(25, 25)]
+    for seed in range(5):
+        kept = select(as_logits(masks), torch.tensor([0.95, 0.9]), torch.zeros(0, H, W, dtype=torch.bool),
+                      seed=seed, num_points=4)
+        assert torch.equal(kept, masks[0][None])
+
+
+def reference_selection(binary, scores, gt, *, alpha, beta, num_points, seed):
+    """Independent re-statement of the selection on full-resolution binary masks: the score test,
+    the smoothed dice against every gt mask on one point sample, then greedy NMS on a second."""
+    generator = torch.Generator().manual_seed(seed)
+    samples = [torch.rand(1, num_points, 2, generator=generator) for _ in range(2)]
+
+    def values(masks, coords):  # bilinear samples, (x, y) in [0, 1] over the whole mask
+        grid = (2 * coords - 1)[:, :, None, :]
+        return F.grid_sample(masks[None].float(), grid, mode="bilinear", align_corners=False)[0, :, :, 0]
+
+    def dice(a, b):
+        return float((2 * (a * b).sum() + 1) / (a.sum() + b.sum() + 1))
+
+    order = [i for i in sorted(range(len(scores)), key=lambda i: -float(scores[i])) if scores[i] > alpha]
+    pv, gv = values(binary, samples[0]), values(gt, samples[0]) if len(gt) else None
+    order = [i for i in order if gv is None or all(dice(pv[i], g) < beta for g in gv)]
+    pv, kept = values(binary, samples[1]), []
+    for i in order:
+        if all(dice(pv[i], pv[j]) < beta for j in kept):
+            kept.append(i)
+    return kept
+
+
+def test_selection_matches_an_independent_implementation():
+    generator = torch.Generator().manual_seed(3)
+    for seed in range(12):
+        boxes = []
+        for _ in range(8):  # random small and large boxes, some overlapping each other and the gt
+            y, x = (int(v) for v in torch.randint(0, 30, (2,), generator=generator))
+            h, w = (int(v) for v in torch.randint(1, 12, (2,), generator=generator))
+            boxes.append(box(y, min(y + h, H), x, min(x + w, W)))
+        probs = 0.7 + 0.3 * torch.rand(8, generator=generator)
+        gt = torch.stack([box(0, 12, 0, 12), pixel(20, 3)])
+        logits = as_logits(boxes)
+        scores = probs * torch.sigmoid(torch.tensor(LOGIT))  # mean mask probability of a box
+        expected = reference_selection(torch.stack(boxes), scores, gt, alpha=0.8, beta=0.1, num_points=64, seed=seed)
+        kept = select(logits, probs, gt, seed=seed, num_points=64)
+        assert torch.equal(kept, torch.stack(boxes)[expected]) if expected else kept.shape[0] == 0, seed
+
+
 # ---------------------------------------------------------------------------------------------
 # The MaskDistill student
 # ---------------------------------------------------------------------------------------------

@@ -42,8 +42,8 @@ class MaskDistill(MaskFormer):
         Args:
             teacher: a MaskFormer of the same architecture (randomly initialised until loaded).
             score_threshold: alpha; teacher masks need score > alpha.
-            nms_threshold: beta; max dice with any gt < beta, and dice-NMS at beta.
-            distill_num_points: points of the shared sample the dice values are computed on.
+            nms_threshold: beta; max (smoothed) dice with any gt < beta, and dice-NMS at beta.
+            distill_num_points: points of each random sample the dice values are computed on.
             teacher_weights: default checkpoint path for ``load_teacher()`` ("" = none).
             **kwargs: ``MaskFormer``'s constructor arguments.
         """
