@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import copy
+import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +14,7 @@ from masqclip.modeling import build_model
 from masqclip.modeling.meta_arch.masq_tuning import MasQTuning, assign_mask_labels
 from masqclip.structures import Instances
 
+REPO = Path(__file__).resolve().parents[1]
 TINY = ["MODEL.DEVICE", "cpu", "MODEL.RESNETS.DEPTH", 18, "MODEL.RESNETS.RES2_OUT_CHANNELS", 64,
         "MODEL.SEM_SEG_HEAD.CONVS_DIM", 32, "MODEL.SEM_SEG_HEAD.MASK_DIM", 32,
         "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS", 1, "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS", 4,
@@ -86,8 +89,8 @@ def test_label_assignment_known_answer():
     gt[1, 4:, :] = True
     pred = torch.full((4, 8, 8), -5.0)
     pred[0, :4, :4] = 5.0  # = gt 0 (dice 1)
-    pred[1, 4:, :6] = 5.0  # 24 of gt 1's 32 pixels: dice 2*24/(24+32) = 0.857
-    pred[2, :2, :2] = 5.0  # 4 of gt 0's 16: dice 0.4 -> background
+    pred[1, 4:, :6] = 5.0  # 24 of gt 1's 32 pixels: dice (2*24 + 1)/(24 + 32 + 1) = 0.86
+    pred[2, :2, :2] = 5.0  # 4 of gt 0's 16: dice 9/21 = 0.43 -> background
     labels = assign_mask_labels(pred, gt, torch.tensor([7, 9]), background=10, dice_threshold=0.6, size=8)
     assert labels.tolist() == [7, 9, 10, 10]
     none = assign_mask_labels(pred, gt[:0], torch.tensor([], dtype=torch.int64), background=10,
@@ -95,25 +98,79 @@ def test_label_assignment_known_answer():
     assert none.tolist() == [10] * 4
 
 
-def test_background_weight_known_answer(model, monkeypatch):
-    import masqclip.modeling.meta_arch.masq_tuning as mt
+def test_label_assignment_uses_the_smoothed_dice():
+    # 2 predicted pixels inside a 5-pixel gt mask: plain dice 4/7 = 0.571 (background), smoothed
+    # (4 + 1)/(7 + 1) = 0.625 > 0.6 (the gt's class)
+    gt = torch.zeros(1, 8, 8, dtype=torch.bool)
+    gt[0, 0, :5] = True
+    pred = torch.full((1, 8, 8), -5.0)
+    pred[0, 0, :2] = 5.0
+    assert assign_mask_labels(pred, gt, torch.tensor([4]), background=10, dice_threshold=0.6, size=8).tolist() == [4]
 
-    logits = torch.randn(2, 5, 4)  # [B, Q, K + 1], background = 3
-    labels = torch.tensor([[0, 3, 3, 1, 3], [3, 2, 3, 3, 3]])
-    per_image = iter([])
-    monkeypatch.setattr(mt, "assign_mask_labels", lambda *a, **k: next(per_image))
-    preds = [{"pred_masks": torch.zeros(5, 4, 4), "padded_size": (8, 8)}] * 2
-    batch = [{"instances": Instances((8, 8), gt_classes=torch.tensor([0]), gt_masks=torch.zeros(1, 8, 8))}] * 2
-    nll = -logits.log_softmax(-1).flatten(0, 1)[torch.arange(10), labels.flatten()]
-    is_bg = labels.flatten() == 3
-    m = copy.deepcopy(model)
-    for weight, expected in ((1.0, nll.mean()),  # the paper's plain mean
-                             (0.1, (nll[~is_bg].sum() + 0.1 * nll[is_bg].sum()) / (3 + 0.1 * 7))):
-        m.background_weight = weight
-        per_image = iter(labels)
-        assert m.losses(logits, preds, batch).item() == pytest.approx(expected.item(), rel=1e-6)
-    assert model.background_weight == 1.0
-    assert build_model(tiny_cfg("MODEL.MASQ_CLIP.BACKGROUND_WEIGHT", 0.25)).background_weight == 0.25
+
+def test_label_assignment_resizes_the_ground_truth_by_nearest():
+    # 8x8 ground truth -> 4x4. Nearest takes each 2x2 block's top-left pixel; bilinear (then > 0.5)
+    # averages the block. Gt = rows 0 and 2 (stripes): nearest -> the top two rows of the 4x4 grid
+    # (8 pixels), bilinear -> 0.5 everywhere there -> empty. The prediction (already 4x4) is
+    # those top two rows: nearest gives dice 1 (label 3), bilinear (0 + 1)/(8 + 1) (background).
+    gt = torch.zeros(1, 8, 8, dtype=torch.bool)
+    gt[0, 0] = gt[0, 2] = True
+    pred = torch.full((1, 4, 4), -5.0)
+    pred[0, :2] = 5.0
+    assert assign_mask_labels(pred, gt, torch.tensor([3]), background=10, dice_threshold=0.6, size=4).tolist() == [3]
+
+
+def _two_query_preds(pad=(8, 8)):
+    """One image: gt class 1 on the top half; q0 predicts exactly it, q1 predicts nothing."""
+    masks = torch.full((2, *pad), -10.0)
+    masks[0, :pad[0] // 2] = 10.0
+    gt = torch.zeros(1, *pad, dtype=torch.bool)
+    gt[0, :pad[0] // 2] = True
+    preds = [{"pred_masks": masks, "padded_size": pad}]
+    batch = [{"instances": Instances(pad, gt_classes=torch.tensor([1]), gt_masks=gt)}]
+    return preds, batch
+
+
+def test_loss_known_answer(model):
+    # labels: q0 -> class 1 (dice 1), q1 (empty) -> background (dice 1/(32 + 1)). K = 3, background = 3.
+    # q0's logits [0, ln 2, 0, 0]: p(1) = 2/5; q1's all 0: p(background) = 1/4.
+    # loss = CLASS_WEIGHT 2 x (1 * ln(5/2) + 0.1 * ln 4) / (1 + 0.1)
+    preds, batch = _two_query_preds()
+    logits = torch.tensor([[[0.0, math.log(2.0), 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]])
+    expected = 2.0 * (math.log(2.5) + 0.1 * math.log(4.0)) / 1.1
+    assert model.losses(logits, preds, batch).item() == pytest.approx(expected, rel=1e-6)
+    assert (model.no_object_weight, model.class_weight) == (0.1, 2.0)  # the official MASK_FORMER defaults
+
+
+def _old_weighted_nll(logits, labels, background_weight):
+    """The loss before the official keys: weighted mean NLL, "background" (last) weighing
+    ``background_weight``, no factor."""
+    nll = -logits.log_softmax(-1).flatten(0, 1)[torch.arange(labels.numel()), labels.flatten()]
+    w = torch.where(labels.flatten() == logits.shape[-1] - 1, background_weight, 1.0)
+    return float((w * nll).sum() / w.sum())
+
+
+def test_synthetic_loss_weights_reproduce_the_miniatures_background_weight():
+    from masqclip.config import setup_cfg
+
+    cfg = setup_cfg(str(REPO / "config/models/synthetic/masqclip.yaml"), ["MODEL.DEVICE", "cpu"])
+    mf = cfg.MODEL.MASK_FORMER
+    assert (mf.NO_OBJECT_WEIGHT, mf.CLASS_WEIGHT) == (0.02, 1.0)
+    m = build_model(tiny_cfg("MODEL.MASK_FORMER.NO_OBJECT_WEIGHT", mf.NO_OBJECT_WEIGHT,
+                             "MODEL.MASK_FORMER.CLASS_WEIGHT", mf.CLASS_WEIGHT))
+    preds, batch = _two_query_preds()
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        logits = 3 * torch.randn(1, 2, 4, generator=generator)
+        old = _old_weighted_nll(logits, torch.tensor([[1, 3]]), background_weight=0.02)
+        assert m.losses(logits, preds, batch).item() == pytest.approx(old, rel=1e-6)
+
+
+def test_removed_background_weight_key_names_its_replacement():
+    from masqclip.config import ConfigError
+
+    with pytest.raises(ConfigError, match="NO_OBJECT_WEIGHT"):
+        tiny_cfg("MODEL.MASQ_CLIP.BACKGROUND_WEIGHT", 0.25)
 
 
 def test_object_score_fusion(model):
@@ -125,6 +182,52 @@ def test_object_score_fusion(model):
     m = copy.deepcopy(model)
     m.use_object_score = False
     torch.testing.assert_close(m.class_probabilities(clip_logits, pred_logits), clip_logits.softmax(-1)[:, :3])
+
+
+def test_panoptic_keeps_a_query_whose_clip_argmax_is_background(model):
+    # K = 3 (classes 0, 1 things; 2 stuff), background = column 3; object score ~1 for both queries.
+    # q0 (left half): CLIP probabilities [0.45, 0.04, 0.01 | 0.50]: argmax background, but its
+    #   fused score 0.45 passes the object-mask threshold 0.3 -> segment 1, class 0 (thing);
+    # q1 (right half): [0.02, 0.03, 0.90 | 0.05] -> segment 2, class 2 (stuff).
+    # Dropping q0 for its argmax (the old behaviour) left the left half void and gave q1 id 1.
+    m = copy.deepcopy(model).eval()
+    m.thing_ids = [0, 1]
+    m.object_mask_threshold = m.overlap_threshold = 0.3
+    m.semantic_on = m.instance_on = False
+    probs = torch.tensor([[0.45, 0.04, 0.01, 0.50], [0.02, 0.03, 0.90, 0.05]])
+    masks = torch.full((2, 16, 16), -10.0)
+    masks[0, :, :8] = 10.0
+    masks[1, :, 8:] = 10.0
+    pred = {"pred_logits": torch.tensor([[10.0, -10.0], [10.0, -10.0]]), "pred_masks": masks,
+            "image_size": (16, 16), "padded_size": (16, 16)}
+    seg, info = m.classify_and_postprocess(probs.log()[None], [pred], [{"height": 16, "width": 16}])[0]["panoptic_seg"]
+    assert [(s["id"], s["category_id"], s["isthing"]) for s in info] == [(1, 0, True), (2, 2, False)]
+    assert info[0]["score"] == pytest.approx(0.45, rel=1e-5)
+    expected = torch.ones(16, 16, dtype=torch.int32)
+    expected[:, 8:] = 2
+    assert torch.equal(seg, expected)
+
+
+def test_new_query_projections_start_random_by_default_and_copy_on_request():
+    from masqclip.config import setup_cfg
+
+    for name in ("base-novel/masqclip_R50_bs4_10k_base48", "cross-dataset/masqclip_R50_bs4_10k"):
+        assert setup_cfg(str(REPO / f"config/models/{name}.yaml"), []).MODEL.MASQ_CLIP.NEW_Q_INIT == "random"
+    synthetic = setup_cfg(str(REPO / "config/models/synthetic/masqclip.yaml"), [])
+    assert synthetic.MODEL.MASQ_CLIP.NEW_Q_INIT == "copy"
+    for init in ("random", "copy"):
+        torch.manual_seed(0)
+        m = build_model(tiny_cfg("MODEL.MASQ_CLIP.NEW_Q_INIT", init) if init == "copy" else tiny_cfg())
+        width = m.masqclip.visual.class_embedding.shape[0]
+        for block in m.masqclip.visual.transformer.resblocks:
+            same = (torch.equal(block.attn.new_q_proj.weight, block.attn.in_proj_weight[:width])
+                    and torch.equal(block.attn.new_q_proj.bias, block.attn.in_proj_bias[:width]))
+            assert same == (init == "copy")
+            if init == "random":  # nn.Linear's default: U(-1/sqrt(width), 1/sqrt(width)) for weight and bias
+                bound = 1 / math.sqrt(width)
+                assert block.attn.new_q_proj.weight.abs().max() <= bound
+                assert block.attn.new_q_proj.bias.abs().max() <= bound
+                assert block.attn.new_q_proj.bias.abs().max() > 0  # not zero-initialised
 
 
 def test_inference_outputs_and_vocabulary_switch(model):

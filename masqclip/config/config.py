@@ -95,11 +95,11 @@ class CfgNode(dict):
             node, parts = self, full_key.split(".")
             for depth, part in enumerate(parts[:-1]):
                 if part not in node or not isinstance(node[part], CfgNode):
-                    raise ConfigError(f"unknown config key {'.'.join(parts[:depth + 1])!r} (from the command line)")
+                    raise ConfigError(_unknown_key('.'.join(parts[:depth + 1]), "the command line"))
                 node = node[part]
             leaf = parts[-1]
             if leaf not in node:
-                raise ConfigError(f"unknown config key {full_key!r} (from the command line)")
+                raise ConfigError(_unknown_key(full_key, "the command line"))
             node[leaf] = _coerce(_parse_literal(raw), node[leaf], full_key, "the command line")
         return self
 
@@ -160,11 +160,25 @@ def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
     )
 
 
+# Keys this package once had, with what replaces them (named in the unknown-key error).
+REMOVED_KEYS = {
+    "MODEL.MASQ_CLIP.BACKGROUND_WEIGHT": "the background's NLL weight is MODEL.MASK_FORMER.NO_OBJECT_WEIGHT "
+                                         "and the loss is multiplied by MODEL.MASK_FORMER.CLASS_WEIGHT "
+                                         "(BACKGROUND_WEIGHT w = NO_OBJECT_WEIGHT w with CLASS_WEIGHT 1.0)",
+}
+
+
+def _unknown_key(key: str, source: str) -> str:
+    where = "(from the command line)" if source == "the command line" else f"in {source}"
+    hint = REMOVED_KEYS.get(key)
+    return f"unknown config key {key!r} {where}" + (f": it was removed; {hint}" if hint else "")
+
+
 def _merge_into(dst: CfgNode, src: dict, source: str, prefix: str = "") -> None:
     for key, value in src.items():
         full = f"{prefix}{key}"
         if key not in dst:
-            raise ConfigError(f"unknown config key {full!r} in {source}")
+            raise ConfigError(_unknown_key(full, source))
         if isinstance(dst[key], CfgNode):
             if not isinstance(value, dict):
                 raise ConfigError(f"config key {full!r} in {source} is a section, got {value!r}")

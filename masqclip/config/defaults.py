@@ -121,11 +121,13 @@ _C.MODEL.MASQ_CLIP.PRETRAINED = "openai"  # (masqclip) open_clip tag, a local ch
 _C.MODEL.MASQ_CLIP.SCORE_THRESHOLD = 0.8  # distillation: keep teacher masks with score > alpha
 _C.MODEL.MASQ_CLIP.NMS_THRESHOLD = 0.1  # distillation: max dice with GT < beta; dice-NMS at beta
 _C.MODEL.MASQ_CLIP.LABEL_DICE_THRESHOLD = 0.6  # (masqclip) MasQ-Tuning label assignment
-# (masqclip) NLL weight of 'background'-labelled masks (paper: 1.0, plain NLL; < 1 as Mask2Former's no-object weight)
-_C.MODEL.MASQ_CLIP.BACKGROUND_WEIGHT = 1.0
+# MasQ-Tuning's loss = MASK_FORMER.CLASS_WEIGHT x NLL with class weights 1 and, for "background",
+# MASK_FORMER.NO_OBJECT_WEIGHT (the official recipe: 2.0 and 0.1).
 _C.MODEL.MASQ_CLIP.LOGIT_SCALE = 100.0  # (masqclip) multiplies cosine similarities; <= 0: the CLIP's learned scale
 _C.MODEL.MASQ_CLIP.TUNING = True  # (masqclip) False = frozen baseline: mask tokens use CLIP's own q proj
-_C.MODEL.MASQ_CLIP.NEW_Q_INIT = "copy"  # (masqclip) copy | random: initial new query projections
+# (masqclip) initial new query projections: "random" (nn.Linear's default init, the official recipe)
+# or "copy" (each starts as its layer's CLIP q projection)
+_C.MODEL.MASQ_CLIP.NEW_Q_INIT = "random"
 _C.MODEL.MASQ_CLIP.USE_OBJECT_SCORE = True  # (masqclip) fuse log p_obj with CLIP log-probs
 _C.MODEL.MASQ_CLIP.VOCABULARY = []  # (masqclip) class names ("cat; kitty, dog" style); [] = dataset's
 _C.MODEL.MASQ_CLIP.TEXT_CACHE_DIR = ""  # (masqclip) "" = $MASQCLIP_CACHE or ~/.cache/masqclip/text

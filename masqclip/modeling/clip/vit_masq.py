@@ -80,11 +80,12 @@ class MasQCLIP(nn.Module):
         tuning: False = the frozen baseline (mask tokens use CLIP's own query projection).
     """
 
-    def __init__(self, *, visual: nn.Module, new_q_init: str = "copy", tuning: bool = True):
+    def __init__(self, *, visual: nn.Module, new_q_init: str = "random", tuning: bool = True):
         """
         Args:
             visual: open_clip ``VisionTransformer`` (taken over: its parameters are frozen here).
-            new_q_init: "copy" (new query projections start as CLIP's q projection) or "random".
+            new_q_init: "random" (``nn.Linear``'s default initialisation: the official recipe) or
+                "copy" (new query projections start as CLIP's q projection).
             tuning: train new query projections + mask embedding (True) or use CLIP's own q (False).
         """
         super().__init__()

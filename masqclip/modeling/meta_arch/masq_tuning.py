@@ -10,13 +10,17 @@
 - Logits: ``LOGIT_SCALE * cos(mask embedding, text embeddings of vocabulary + "background")``;
   ``LOGIT_SCALE <= 0`` takes the CLIP model's own learned scale (exp of its ``logit_scale``: 100 for
   OpenAI's weights, the paper's value; ~17 for the synthetic world's tiny CLIP).
-- Training: each predicted mask takes the label of the ground-truth mask with the best dice
-  (prediction binarised at sigmoid > 0.5, both at TRAIN_MASK_SIZE^2) if that dice is
-  > LABEL_DICE_THRESHOLD, else "background"; loss = NLL of the log-softmax of the logits
-  (background-labelled masks weighted by BACKGROUND_WEIGHT: 1 in the paper). Only the new query
-  projections and the mask embedding learn.
+- Training: each predicted mask takes the label of the ground-truth mask with the best smoothed
+  dice (prediction bilinearly resized to TRAIN_MASK_SIZE^2 and binarised at sigmoid > 0.5, ground
+  truth resized to the same size by nearest interpolation) if that dice is > LABEL_DICE_THRESHOLD,
+  else "background"; loss = MASK_FORMER.CLASS_WEIGHT x the class-weighted NLL of the log-softmax
+  of the logits (weight 1 per class, MASK_FORMER.NO_OBJECT_WEIGHT for "background"; a weighted
+  mean, as ``F.cross_entropy`` with weights). Only the new query projections and the mask
+  embedding learn.
 - Inference: log p(class) = log p_obj (USE_OBJECT_SCORE) + log-softmax(logits), background dropped,
-  then the shared post-processing (``modeling/postprocess.py``) with the config's thresholds.
+  then the shared post-processing (``modeling/postprocess.py``) with the config's thresholds; a
+  query whose CLIP argmax is "background" still competes in panoptic inference when its fused
+  score passes the object-mask threshold.
 
 Vocabularies: MODEL.MASQ_CLIP.VOCABULARY when given, else the dataset metadata (``stuff_classes``
 when present, else ``thing_classes``) of DATASETS.TRAIN[0] for training and DATASETS.TEST[0] for
@@ -44,6 +48,7 @@ __all__ = ["MasQTuning", "assign_mask_labels", "vocabulary_from_metadata"]
 MASK_GENERATOR_PREFIXES = ("backbone.", "sem_seg_head.")
 LOSS_KEY = "loss_masq_ce"
 PIXEL_RANGE = 255.0  # the CLIP branch sees input / PIXEL_RANGE
+LABEL_DICE_SMOOTH = 1.0  # the "+ 1" of the label assignment's smoothed dice
 
 
 def vocabulary_from_metadata(dataset_name: str) -> tuple[list[str], list[int]]:
@@ -65,8 +70,9 @@ def assign_mask_labels(pred_mask_logits: torch.Tensor, gt_masks: torch.Tensor, g
         gt_masks: bool [N, Hp, Wp] ground truth over the same extent.
         gt_classes: int64 [N] contiguous class ids.
         background: label for unmatched masks (the vocabulary size K).
-        dice_threshold: a match needs dice > this.
-        size: both are resized (bilinear) to size x size before comparing.
+        dice_threshold: a match needs smoothed dice ``(2|A n B| + 1) / (|A| + |B| + 1)`` > this.
+        size: predictions are resized bilinearly (then binarised at sigmoid > 0.5), ground truth
+            by nearest interpolation, to size x size before comparing.
 
     Returns:
         int64 [Q] labels in [0, K].
@@ -77,10 +83,9 @@ def assign_mask_labels(pred_mask_logits: torch.Tensor, gt_masks: torch.Tensor, g
         return labels
     pred = F.interpolate(pred_mask_logits[None].float(), size=(size, size), mode="bilinear",
                          align_corners=False)[0].sigmoid().gt(0.5).flatten(1).float()
-    gt = F.interpolate(gt_masks[None].float(), size=(size, size), mode="bilinear",
-                       align_corners=False)[0].gt(0.5).flatten(1).float()
+    gt = F.interpolate(gt_masks[None].float(), size=(size, size), mode="nearest")[0].gt(0.5).flatten(1).float()
     inter = pred @ gt.t()
-    dice = 2 * inter / (pred.sum(1, keepdim=True) + gt.sum(1)[None]).clamp(min=1)
+    dice = (2 * inter + LABEL_DICE_SMOOTH) / (pred.sum(1, keepdim=True) + gt.sum(1)[None] + LABEL_DICE_SMOOTH)
     best, index = dice.max(dim=1)
     matched = best > dice_threshold
     labels[matched] = gt_classes.to(labels.device)[index[matched]]
@@ -93,7 +98,8 @@ class MasQTuning(MaskFormer):
 
     def __init__(self, *, masqclip: MasQCLIP, text_embedder: TextEmbedder, clip_mean: Sequence[float],
                  clip_std: Sequence[float], logit_scale: float, label_dice_threshold: float, train_mask_size: int,
-                 use_object_score: bool, background_weight: float = 1.0, train_vocabulary: Sequence[str] | None = None,
+                 use_object_score: bool, no_object_weight: float = 0.1, class_weight: float = 2.0,
+                 train_vocabulary: Sequence[str] | None = None,
                  test_vocabulary: Sequence[str] | None = None, fixed_vocabulary: bool = False, **kwargs):
         """
         Args:
@@ -104,7 +110,8 @@ class MasQTuning(MaskFormer):
             label_dice_threshold: training label assignment needs dice > this.
             train_mask_size: masks are compared at this square size for label assignment.
             use_object_score: add log p_obj to the CLIP log-probabilities at inference.
-            background_weight: NLL weight of masks labelled "background" (the others weigh 1).
+            no_object_weight: NLL class weight of "background" (every class weighs 1).
+            class_weight: multiplies the weighted NLL.
             train_vocabulary / test_vocabulary: class names (synonyms ", "-separated); None = set later.
             fixed_vocabulary: the user gave the vocabulary (MODEL.MASQ_CLIP.VOCABULARY): dataset
                 vocabularies never replace it.
@@ -119,7 +126,8 @@ class MasQTuning(MaskFormer):
         self.label_dice_threshold = label_dice_threshold
         self.train_mask_size = train_mask_size
         self.use_object_score = use_object_score
-        self.background_weight = background_weight
+        self.no_object_weight = no_object_weight
+        self.class_weight = class_weight
         self.train_vocabulary = list(train_vocabulary) if train_vocabulary else None
         self.test_vocabulary = list(test_vocabulary) if test_vocabulary else None
         self.fixed_vocabulary = fixed_vocabulary
@@ -144,7 +152,8 @@ class MasQTuning(MaskFormer):
         kwargs.update(masqclip=masqclip, text_embedder=embedder, clip_mean=mean, clip_std=std,
                       logit_scale=resolve_logit_scale(mc.LOGIT_SCALE, clip), label_dice_threshold=mc.LABEL_DICE_THRESHOLD,
                       train_mask_size=mc.TRAIN_MASK_SIZE, use_object_score=mc.USE_OBJECT_SCORE,
-                      background_weight=mc.BACKGROUND_WEIGHT,
+                      no_object_weight=cfg.MODEL.MASK_FORMER.NO_OBJECT_WEIGHT,
+                      class_weight=cfg.MODEL.MASK_FORMER.CLASS_WEIGHT,
                       train_vocabulary=train_vocab, test_vocabulary=test_vocab, fixed_vocabulary=bool(vocab))
         return kwargs
 
@@ -216,8 +225,10 @@ class MasQTuning(MaskFormer):
         return self.classify_and_postprocess(logits, preds, batched_inputs)
 
     def losses(self, logits: torch.Tensor, preds: list[dict], batched_inputs: list[dict]) -> torch.Tensor:
-        """NLL of the assigned labels under log-softmax(logits [B, Q, K + 1]): the mean, or with
-        ``background_weight != 1`` the weighted mean (``F.nll_loss`` with class weights)."""
+        """``class_weight`` x the class-weighted NLL of the assigned labels under log-softmax(logits
+        [B, Q, K + 1]): weights 1 for the K classes and ``no_object_weight`` for background, a
+        weighted mean (``F.nll_loss`` with class weights; with NUM_CLASSES = K these are the
+        criterion's ``empty_weight``)."""
         background = logits.shape[-1] - 1
         labels = []
         for pred, x in zip(preds, batched_inputs):
@@ -229,11 +240,10 @@ class MasQTuning(MaskFormer):
                                         align_corners=False)[0]
             labels.append(assign_mask_labels(mask_logits, padded, inst.gt_classes, background=background,
                                              dice_threshold=self.label_dice_threshold, size=self.train_mask_size))
-        weight = None
-        if self.background_weight != 1.0:
-            weight = logits.new_ones(logits.shape[-1])
-            weight[background] = self.background_weight
-        return F.nll_loss(logits.log_softmax(-1).flatten(0, 1), torch.cat(labels), weight=weight)
+        weight = logits.new_ones(logits.shape[-1])
+        weight[background] = self.no_object_weight
+        nll = F.nll_loss(logits.log_softmax(-1).flatten(0, 1), torch.cat(labels), weight=weight)
+        return self.class_weight * nll
 
     def class_probabilities(self, logits: torch.Tensor, pred_logits: torch.Tensor) -> torch.Tensor:
         """p(class) [Q, K] = exp(log p_obj + log-softmax(logits)[:, :K]) (object score optional).
@@ -247,7 +257,11 @@ class MasQTuning(MaskFormer):
         return log_p.exp()
 
     def classify_and_postprocess(self, logits: torch.Tensor, preds: list[dict], batched_inputs: list[dict]) -> list[dict]:
-        """Fuse scores, then MaskFormer's per-image post-processing (semantic / panoptic / instance)."""
+        """Fuse scores, then MaskFormer's per-image post-processing (semantic / panoptic / instance).
+
+        No query is dropped for its CLIP argmax: "background" only lowers the fused class
+        probabilities, and panoptic inference keeps every query whose best one passes the
+        object-mask threshold."""
         results = []
         for clip_logits, pred, x in zip(logits, preds, batched_inputs):
             size = pred["image_size"]
@@ -255,8 +269,7 @@ class MasQTuning(MaskFormer):
                                   align_corners=False)[0]
             results.append(self.postprocess_image(
                 self.class_probabilities(clip_logits, pred["pred_logits"]), masks, image_size=size,
-                height=x.get("height", size[0]), width=x.get("width", size[1]),
-                valid=clip_logits.argmax(-1) != clip_logits.shape[-1] - 1))
+                height=x.get("height", size[0]), width=x.get("width", size[1])))
         return results
 
 
