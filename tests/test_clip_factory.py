@@ -74,6 +74,71 @@ def test_unreachable_network_detected_by_probe(monkeypatch, tmp_path):
     _assert_fast_clear_failure(tmp_path)
 
 
-def test_openai_weights_files_get_quick_gelu():
-    assert factory._quick_gelu_for_file("ViT-L-14-336", "/w/ViT-L-14-336px.pt")
-    assert not factory._quick_gelu_for_file("ViT-L-14-336", "/w/mine.pt")
+def _plain_file(path):
+    torch.save({"state_dict": {}}, path)
+    return str(path)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.script / save, to craft the archive
+def test_openai_weights_under_a_plain_gelu_architecture_are_refused(tmp_path):
+    from masqclip.config import ConfigError
+
+    (tmp_path / "x").mkdir()
+    jit = tmp_path / "x" / "my-clip.pt"  # a TorchScript archive: OpenAI's release format, any name
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(jit))
+    hf = tmp_path / "models--timm--vit_large_patch14_clip_336.openai" / "snapshots" / "abc"
+    hf.mkdir(parents=True)
+    files = {"open_clip's download name": _plain_file(tmp_path / "x" / "ViT-L-14-336px.pt"),
+             "Hugging Face cache": _plain_file(hf / "open_clip_model.bin"),
+             "TorchScript archive": str(jit)}
+    for evidence, path in files.items():
+        for name in ("ViT-L-14-336", "ViT-L/14@336px"):  # also the official configs' spelling
+            start = time.monotonic()
+            with pytest.raises(ConfigError) as err:  # before any model is built
+                create_clip(model_name=name, pretrained=path)
+            assert time.monotonic() - start < 5
+            message = str(err.value)
+            assert evidence in message and "'ViT-L-14-336-quickgelu'" in message and path in message, message
+        factory.check_activation_for_weights("ViT-L-14-336-quickgelu", path)  # QuickGELU named: accepted
+    # nothing marks a plain state dict under another name as OpenAI's
+    assert factory.openai_weights_evidence("ViT-L-14-336", _plain_file(tmp_path / "x" / "mine.pt")) is None
+
+
+def test_openai_weights_recognised_by_the_sha256_of_the_download(tmp_path, monkeypatch):
+    # OpenAI's download URLs carry the file's SHA-256; a renamed copy is recognised by content.
+    import hashlib
+
+    import open_clip
+
+    path = _plain_file(tmp_path / "renamed.pt")
+    digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
+    real = open_clip.get_pretrained_cfg
+
+    def with_our_digest(arch, tag):  # the same tag, its URL's digest replaced by our file's
+        pcfg = dict(real(arch, tag))
+        pcfg["url"] = factory._SHA256_IN_URL.sub(f"/{digest}/", pcfg.get("url", ""))
+        return pcfg
+
+    assert factory.openai_weights_evidence("ViT-L-14-336", path) is None
+    monkeypatch.setattr(open_clip, "get_pretrained_cfg", with_our_digest)
+    assert "SHA-256" in factory.openai_weights_evidence("ViT-L-14-336", path)
+    with pytest.raises(factory.ClipActivationMismatch, match="SHA-256"):
+        create_clip(model_name="ViT-L-14-336", pretrained=path)
+
+
+def test_paper_configs_name_a_quickgelu_architecture():
+    import open_clip
+
+    from pathlib import Path
+
+    from masqclip.config import setup_cfg
+
+    repo = Path(__file__).resolve().parents[1]
+    names = {canonical_model_name(get_cfg().MODEL.MASQ_CLIP.MODEL_NAME)}
+    for path in sorted((repo / "config/models").glob("*/**/masqclip*.yaml")) + sorted(
+            (repo / "config/models/cross-dataset/test").glob("*.yaml")):
+        if "synthetic" not in path.parts:
+            names.add(canonical_model_name(setup_cfg(str(path), []).MODEL.MASQ_CLIP.MODEL_NAME))
+    assert names == {"ViT-L-14-336-quickgelu"}
+    assert open_clip.get_model_config("ViT-L-14-336-quickgelu")["quick_gelu"] is True
+    assert open_clip.list_pretrained_tags_by_model("ViT-L-14-336-quickgelu") == ["openai"]

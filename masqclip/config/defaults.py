@@ -115,8 +115,10 @@ _C.MODEL.SWIN.USE_CHECKPOINT = False
 # MasQCLIP. SCORE_THRESHOLD / NMS_THRESHOLD are the official names of the distillation alpha / beta.
 _C.MODEL.MASQ_CLIP = CN()
 # open_clip architecture name, as the official one-element list; a bare string is accepted too, and
-# OpenAI-style names ("ViT-L/14@336px") are mapped to open_clip's ("ViT-L-14-336").
-_C.MODEL.MASQ_CLIP.MODEL_NAME = ["ViT-L-14-336"]
+# OpenAI-style names ("ViT-L/14@336px") are mapped to open_clip's ("ViT-L-14-336"). OpenAI's weights
+# need QuickGELU: name open_clip's "-quickgelu" architecture (a local OpenAI weights file under a
+# plain-GELU name is refused; the "openai" tag sets QuickGELU itself).
+_C.MODEL.MASQ_CLIP.MODEL_NAME = ["ViT-L-14-336-quickgelu"]
 _C.MODEL.MASQ_CLIP.PRETRAINED = "openai"  # (masqclip) open_clip tag, a local checkpoint path, or "" = random
 _C.MODEL.MASQ_CLIP.SCORE_THRESHOLD = 0.8  # distillation: keep teacher masks with score > alpha
 _C.MODEL.MASQ_CLIP.NMS_THRESHOLD = 0.1  # distillation: max dice with GT < beta; dice-NMS at beta

@@ -8,18 +8,28 @@
   A tag is first looked up in the local caches (Hugging Face hub cache, open_clip's URL cache); if
   absent, a short network probe decides whether downloading can work. Offline, one clear
   ``ClipWeightsUnavailable`` error names the remedies instead of open_clip's ~46 s of retries.
-- Activation: the tag's ``quick_gelu`` flag is honoured (OpenAI weights need QuickGELU).
+- Activation: OpenAI's weights need QuickGELU (open_clip's ``-quickgelu`` architectures); under plain
+  GELU they give different embeddings, silently. A tag's ``quick_gelu`` flag is honoured. A local
+  file is loaded into the named architecture as it is, so a file recognised as OpenAI's weights
+  (open_clip's download name or Hugging Face cache path of a QuickGELU tag, the SHA-256 in an OpenAI
+  download URL, or a TorchScript archive, the format OpenAI released CLIP in) with a plain-GELU
+  architecture is refused (``ClipActivationMismatch``, naming the ``-quickgelu`` name to use). A
+  renamed plain state-dict copy cannot be recognised: name the ``-quickgelu`` architecture for it.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import socket
+import zipfile
 from pathlib import Path
 from typing import Sequence
 from urllib.parse import urlparse
 
 import torch
+
+from ...config import ConfigError
 
 MODEL_CONFIG_DIR = Path(__file__).with_name("model_configs")
 # Seconds a TCP connection to the weights host may take before we call the machine offline.
@@ -33,6 +43,10 @@ _registered = False
 
 class ClipWeightsUnavailable(RuntimeError):
     """Pretrained CLIP weights are neither cached locally nor downloadable (offline)."""
+
+
+class ClipActivationMismatch(ConfigError):
+    """OpenAI CLIP weights (QuickGELU) named with a plain-GELU architecture."""
 
 
 def register_model_configs() -> None:
@@ -134,16 +148,81 @@ def _offline_message(name: str, tag: str, cache_dir: str | None) -> str:
             f"with internet), or by pointing the config at a local file: MODEL.MASQ_CLIP.PRETRAINED /path/to/weights.pt")
 
 
-def _quick_gelu_for_file(name: str, path: str) -> bool:
-    """QuickGELU when the file is one of open_clip's known downloads that needs it (e.g. OpenAI's)."""
+_SHA256_IN_URL = re.compile(r"/([0-9a-f]{64})/")
+QUICKGELU_SUFFIX = "-quickgelu"
+
+
+def _quick_gelu_tags(name: str) -> list[tuple[str, dict]]:
+    """(tag, pretrained cfg) of every QuickGELU tag of ``name`` and of its ``-quickgelu`` twin."""
     import open_clip
 
-    base = os.path.basename(path)
-    for tag in open_clip.list_pretrained_tags_by_model(name):
-        pcfg = open_clip.get_pretrained_cfg(name, tag)
-        if os.path.basename(pcfg.get("url", "")) == base or os.path.basename(pcfg.get("hf_hub", "")) == base:
-            return bool(pcfg.get("quick_gelu", False))
-    return False
+    base = name[:-len(QUICKGELU_SUFFIX)] if name.endswith(QUICKGELU_SUFFIX) else name
+    out = []
+    for arch in (base, base + QUICKGELU_SUFFIX):
+        for tag in open_clip.list_pretrained_tags_by_model(arch):
+            pcfg = open_clip.get_pretrained_cfg(arch, tag)
+            if pcfg.get("quick_gelu", False):
+                out.append((f"{arch}/{tag}", pcfg))
+    return out
+
+
+def _is_torchscript_archive(path: str) -> bool:
+    """True for a ``torch.jit.save`` file (a zip holding ``<root>/constants.pkl``)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(n.split("/", 1)[-1] == "constants.pkl" for n in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def openai_weights_evidence(name: str, path: str) -> str | None:
+    """Why the file at ``path`` holds QuickGELU (OpenAI-style) weights for architecture ``name``, or
+    None when nothing says so. The file is hashed only when a QuickGELU tag's URL carries a SHA-256."""
+    tags = _quick_gelu_tags(name)
+    resolved = Path(path).resolve()
+    for label, pcfg in tags:
+        if os.path.basename(pcfg.get("url", "")) == resolved.name:
+            return f"its name is open_clip's download name of {label}"
+        repo = pcfg.get("hf_hub", "").strip("/")
+        if repo and "models--" + repo.replace("/", "--") in resolved.parts:
+            return f"it lies in the Hugging Face cache of {label} ({repo})"
+    if _is_torchscript_archive(path):
+        return "it is a TorchScript archive, the format OpenAI released CLIP in"
+    digests = {m[1]: label for label, pcfg in tags if (m := _SHA256_IN_URL.search(pcfg.get("url", "")))}
+    if digests:
+        label = digests.get(_sha256(path))
+        if label:
+            return f"its SHA-256 is that of open_clip's {label} download"
+    return None
+
+
+def check_activation_for_weights(name: str, path: str) -> None:
+    """Refuse OpenAI CLIP weights in a plain-GELU architecture (see the module docstring).
+
+    Raises:
+        ClipActivationMismatch: ``name`` builds GELU and ``path`` is recognised as QuickGELU weights.
+    """
+    import open_clip
+
+    if open_clip.get_model_config(name).get("quick_gelu", False):
+        return
+    evidence = openai_weights_evidence(name, path)
+    if evidence:
+        twin = name + QUICKGELU_SUFFIX
+        hint = (f"MODEL.MASQ_CLIP.MODEL_NAME {twin!r}" if open_clip.get_model_config(twin) is not None
+                else "an architecture with quick_gelu")
+        raise ClipActivationMismatch(
+            f"MODEL.MASQ_CLIP.PRETRAINED={path!r} holds OpenAI CLIP weights ({evidence}), which need "
+            f"QuickGELU, but architecture {name!r} builds plain GELU and would give different embeddings "
+            f"without any error: use {hint}")
 
 
 def create_clip(*, model_name: str | Sequence[str], pretrained: str = "", cache_dir: str | None = None,
@@ -162,6 +241,7 @@ def create_clip(*, model_name: str | Sequence[str], pretrained: str = "", cache_
 
     Raises:
         ClipWeightsUnavailable: a tag that is not cached while offline.
+        ClipActivationMismatch: a weights file recognised as OpenAI's with a plain-GELU architecture.
         FileNotFoundError: a weights path that does not exist.
     """
     import open_clip
@@ -176,8 +256,8 @@ def create_clip(*, model_name: str | Sequence[str], pretrained: str = "", cache_
     elif is_weights_path(pretrained):
         if not os.path.isfile(pretrained):
             raise FileNotFoundError(f"MODEL.MASQ_CLIP.PRETRAINED={pretrained!r}: no such file")
-        model = open_clip.create_model(name, pretrained=pretrained, force_quick_gelu=_quick_gelu_for_file(name, pretrained),
-                                       **kwargs)
+        check_activation_for_weights(name, pretrained)
+        model = open_clip.create_model(name, pretrained=pretrained, **kwargs)
     else:
         pcfg = open_clip.get_pretrained_cfg(name, pretrained)
         if not pcfg:
