@@ -33,7 +33,7 @@ def test_semantic_hand_computed(tmp_path, num_classes):
     ev.reset()
     ev.process([{"sem_seg_file_name": str(gt_path)}], [{"sem_seg": _onehot_logits(PRED, num_classes)}])
     res = ev.evaluate()["sem_seg"]
-    assert res["mIoU"] == pytest.approx(50.0)
+    assert res["mIoU"] == pytest.approx(50.0) and res["mIoU_d2v06"] == pytest.approx(50.0)
     assert res["fwIoU"] == pytest.approx(50.0)
     assert res["mACC"] == pytest.approx(200 / 3)
     assert res["pACC"] == pytest.approx(200 / 3)
@@ -61,8 +61,22 @@ def test_semantic_perfect_uint16_tif_with_65535_ignore(tmp_path):
     assert res["mIoU"] == pytest.approx(100.0) and res["pACC"] == pytest.approx(100.0)
 
 
+def test_both_miou_conventions_hand_computed():
+    # rows = ground truth, columns = prediction. Class 0: 4 gt pixels, 3 right, 1 called class 1.
+    # Class 1: no gt, 3 predicted pixels (predicted only). Class 2: 2 gt pixels, both called class 1.
+    # Class 3: neither. IoU 0 = 3/4, IoU 2 = 0.
+    conf = np.array([[3, 1, 0, 0], [0, 0, 0, 0], [0, 2, 0, 0], [0, 0, 0, 0]])
+    res = segmentation_metrics(conf)
+    assert res["mIoU"] == pytest.approx(100 * (0.75 + 0) / 2)  # over gt classes 0, 2
+    assert res["mIoU_d2v06"] == pytest.approx(100 * (0.75 + 0) / 3)  # over classes in gt or predictions: 0, 1, 2
+    # without a predicted-only class the two agree
+    agree = segmentation_metrics(np.array([[3, 0, 1], [0, 0, 0], [1, 0, 1]]))
+    assert agree["mIoU_d2v06"] == pytest.approx(agree["mIoU"]) == pytest.approx(100 * (3 / 5 + 1 / 3) / 2)
+
+
 def test_metrics_of_empty_matrix_are_zero():
-    assert segmentation_metrics(np.zeros((3, 3), dtype=np.int64))["mIoU"] == 0.0
+    empty = segmentation_metrics(np.zeros((3, 3), dtype=np.int64))
+    assert empty["mIoU"] == 0.0 and empty["mIoU_d2v06"] == 0.0
 
 
 # ---------------------------------------------------------------------------------------------

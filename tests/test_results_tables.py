@@ -64,11 +64,28 @@ def test_base_novel_table_known_answers(metrics_files):
 def test_cross_dataset_table_takes_a150_from_the_panoptic_run_when_alone(metrics_files):
     table = cross_dataset_table(load_metrics(metrics_files), paper=True)
     assert dict(table.rows)[OURS] == [29.0, 11.0, 55.0, 19.0, 22.0, 20.0, 26.0]
-    assert table.value(DIFF, "PC-59 mIoU") == pytest.approx(55.0 - 57.8)
+    assert table.value(DIFF, "PC-59 mIoU (gt classes)") == pytest.approx(55.0 - 57.8)
     # A dedicated semantic evaluation of ADE20K-150 wins over the panoptic run's mIoU.
     metrics = load_metrics(metrics_files)
     metrics[("cross-dataset", "masqclip", "ade150")] = {"sem_seg": {"mIoU": 31.0}}
-    assert cross_dataset_table(metrics).value(OURS, "A-150 mIoU") == 31.0
+    assert cross_dataset_table(metrics).value(OURS, "A-150 mIoU (gt classes)") == 31.0
+
+
+def test_cross_dataset_table_miou_convention_is_one_switch(metrics_files):
+    metrics = load_metrics(metrics_files)
+    for key, test in (("ade150_panoptic", 28.0), ("ade847", 10.0), ("pc59", 50.0), ("pc459", 17.0)):
+        metrics[("cross-dataset", "masqclip", key)]["sem_seg"]["mIoU_d2v06"] = test
+    gt = cross_dataset_table(metrics, paper=True)
+    old = cross_dataset_table(metrics, paper=True, miou_convention="d2v06")
+    assert gt.columns[:4] == ["A-150 mIoU (gt classes)", "A-847 mIoU (gt classes)", "PC-59 mIoU (gt classes)",
+                              "PC-459 mIoU (gt classes)"]
+    assert old.columns[:4] == ["A-150 mIoU (d2 v0.6)", "A-847 mIoU (d2 v0.6)", "PC-59 mIoU (d2 v0.6)",
+                               "PC-459 mIoU (d2 v0.6)"]
+    assert dict(gt.rows)[OURS][:4] == [29.0, 11.0, 55.0, 19.0]
+    assert dict(old.rows)[OURS] == [28.0, 10.0, 50.0, 17.0, 22.0, 20.0, 26.0]  # PQ unaffected
+    assert dict(old.rows)[PAPER] == dict(gt.rows)[PAPER]
+    assert "ground truth" in gt.notes[-1] and "v0.6" in old.notes[-1]
+    assert "_mIoU = detectron2 v0.6's" in old.to_markdown()
 
 
 def test_missing_evaluations_are_blank_not_zero(metrics_files):
@@ -131,7 +148,7 @@ def test_latex_escapes_special_characters():
 def test_cli_writes_all_tables(tmp_path, metrics_files):
     cmd = [sys.executable, "-m", "masqclip.cli", "results", "tables", "--output-dir", str(tmp_path / "out"),
            "--settings", "base-novel", "cross-dataset", "--rounds", "2", "--ablations", json.dumps(ABLATIONS),
-           "--paper", *map(str, metrics_files)]
+           "--paper", "--miou-convention", "gt", *map(str, metrics_files)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     names = sorted(p.name for p in (tmp_path / "out").iterdir())

@@ -41,6 +41,7 @@ BAD = [  # (change, text the error must contain)
     (lambda c: c["settings"]["base-novel"]["teacher"].update(overrides={"solver.lr": 1}), "'solver.lr' does not match"),
     (lambda c: c["settings"]["cross-dataset"].pop("teacher"), "'teacher' is a required property"),
     (lambda c: c["ablations"]["object_score"].update(settings=["cross-dataset"]), "['ablations']"),
+    (lambda c: c.update(miou_convention="d2"), "'d2' is not one of ['gt', 'd2v06']"),
 ]
 
 

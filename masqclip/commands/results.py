@@ -1,7 +1,7 @@
 """Build the result tables and plots from the metrics files of a workflow run.
 
   masqclip results tables --output-dir results/tables --settings base-novel cross-dataset \
-      --rounds 2 --ablations '{"rounds": {...}}' [--paper] METRICS.json ...
+      --rounds 2 --ablations '{"rounds": {...}}' [--paper] [--miou-convention gt|d2v06] METRICS.json ...
   masqclip results plots --output-dir results/plots --settings base-novel --rounds 2 \
       --train base-novel/teacher=results/models/.../metrics.jsonl ... [--clip-weights tiny.pt] METRICS.json ...
 
@@ -29,6 +29,9 @@ def add_arguments(parser) -> None:
         p.add_argument("metrics", nargs="*", help="metrics JSONs written by 'masqclip eval'")
     tables = sub.choices["tables"]
     tables.add_argument("--paper", action="store_true", help="add the paper's numbers and our difference to them")
+    tables.add_argument("--miou-convention", choices=("gt", "d2v06"), default="gt",
+                        help="semantic mIoU in the tables: over ground-truth classes (gt, detectron2 since "
+                             "2022-07) or detectron2 v0.6's (d2v06); default %(default)s")
     plots = sub.choices["plots"]
     plots.add_argument("--train", action="append", default=[], metavar="SETTING/STAGE=METRICS_JSONL",
                        help="a training curve (repeat; panels keep this order)")
@@ -43,7 +46,7 @@ def main(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.what == "tables":
         tables = build_tables(metrics, settings=args.settings, ablations=args.ablations, rounds=args.rounds,
-                              paper=args.paper)
+                              paper=args.paper, miou_convention=args.miou_convention)
         for path in write_tables(tables, out):
             print(path)
         return 0

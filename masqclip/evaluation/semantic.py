@@ -1,4 +1,13 @@
-"""Semantic segmentation: mIoU, fwIoU, mACC, pACC from a confusion matrix, with an ignore label."""
+"""Semantic segmentation: mIoU, fwIoU, mACC, pACC from a confusion matrix, with an ignore label.
+
+Two mIoU conventions (detectron2 changed its evaluator on 2022-07-06, after its v0.6 release):
+
+- ``mIoU``: the mean IoU over the classes present in the ground truth (detectron2 since then);
+- ``mIoU_d2v06``: detectron2 v0.6's, the same IoU sum divided by the number of classes present in
+  the ground truth OR the predictions (a class that is only predicted counts as 0).
+
+Both count only non-ignored pixels.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -29,19 +38,23 @@ def segmentation_metrics(conf: np.ndarray, class_names: list[str] | None = None)
     """Percent metrics of a [K, K] confusion matrix (rows ground truth).
 
     Classes without ground-truth pixels are left out of the means (their predictions still lower
-    the IoU of the classes they were confused with). fwIoU weights IoU by ground-truth frequency.
+    the IoU of the classes they were confused with); ``mIoU_d2v06`` divides the same sum by the
+    number of classes with ground-truth or predicted pixels. fwIoU weights IoU by ground-truth
+    frequency.
     """
     conf = conf.astype(np.float64)
     tp = np.diag(conf)
     gt_pixels = conf.sum(axis=1)
     pred_pixels = conf.sum(axis=0)
     present = gt_pixels > 0
+    seen = present | (pred_pixels > 0)
     union = gt_pixels + pred_pixels - tp
     iou = np.divide(tp, union, out=np.zeros_like(tp), where=union > 0)
     acc = np.divide(tp, gt_pixels, out=np.zeros_like(tp), where=present)
     total = gt_pixels.sum()
     results = {
         "mIoU": 100.0 * float(iou[present].mean()) if present.any() else 0.0,
+        "mIoU_d2v06": 100.0 * float(iou[present].sum() / seen.sum()) if present.any() else 0.0,
         "fwIoU": 100.0 * float((iou * gt_pixels).sum() / total) if total else 0.0,
         "mACC": 100.0 * float(acc[present].mean()) if present.any() else 0.0,
         "pACC": 100.0 * float(tp.sum() / total) if total else 0.0,

@@ -21,6 +21,7 @@ rule tables:
         rounds=PLAN.rounds,
         ablations=shlex.quote(json.dumps(config.get("ablations", {}))),
         paper="--paper" if config["paper_numbers"] else "",
+        miou=shlex.quote(config.get("miou_convention", "gt")),
         outdir=output_dir,
     log:
         f"{R}/logs/tables.log",
@@ -32,7 +33,7 @@ rule tables:
         CONDA_ENV
 
     shell:
-        "masqclip results tables --output-dir {params.outdir} --settings {params.settings} --rounds {params.rounds} --ablations {params.ablations} {params.paper} {input.metrics} > {log} 2>&1"
+        "masqclip results tables --output-dir {params.outdir} --settings {params.settings} --rounds {params.rounds} --ablations {params.ablations} {params.paper} --miou-convention {params.miou} {input.metrics} > {log} 2>&1"
 
 
 rule plots:
