@@ -4,7 +4,8 @@ Every function works on ONE image. Inputs are per-query class probabilities WITH
 column (``class_probs`` [Q, K]) and per-query mask logits (``mask_logits`` [Q, h, w]):
 
 - MaskFormer passes ``softmax(pred_logits)[:, :-1]`` and ``valid = argmax != no-object``;
-- MasQTuning passes ``p_obj * softmax(clip_logits)[:, :K]`` ("background" dropped).
+- MasQTuning passes ``p_obj * softmax(clip_logits)[:, :K]`` ("background" dropped) and no ``valid``:
+  a query whose CLIP argmax is "background" still competes when its best class passes the threshold.
 """
 from __future__ import annotations
 
