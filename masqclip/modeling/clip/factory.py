@@ -220,7 +220,7 @@ def check_activation_for_weights(name: str, path: str) -> None:
         hint = (f"MODEL.MASQ_CLIP.MODEL_NAME {twin!r}" if open_clip.get_model_config(twin) is not None
                 else "an architecture with quick_gelu")
         raise ClipActivationMismatch(
-            f"MODEL.MASQ_CLIP.PRETRAINED={path!r} holds OpenAI CLIP weights ({evidence}), which need "
+            f"MODEL.MASQ_CLIP.PRETRAINED={path!r} holds OpenAI-style CLIP weights ({evidence}), which need "
             f"QuickGELU, but architecture {name!r} builds plain GELU and would give different embeddings "
             f"without any error: use {hint}")
 
