@@ -10,12 +10,16 @@ Layout under ``$DETECTRON2_DATASETS`` (Mask2Former's)::
     ADE20K_2021_17_01/{images,annotations}_detectron2/validation/, categories_847.json
                                                                    <- masqclip prepare ade20k-847
 
-Class names are read from the release's own files: ``objectInfo150.txt`` (150) and the index's
-``objectnames`` (847, copied to ``categories_847.json`` by the preparation).
+Class names: the semantic benchmark's from the release's ``objectInfo150.txt``; the panoptic
+set's from the prepared JSON, which holds the official ADE20K-150 panoptic table
+(``masqclip/data/categories/ade20k_150_panoptic.json``); ADE20K-847's from ``categories_847.json``,
+written by the preparation from the official 847-class table (``categories/ade20k_847.json``).
 """
 from __future__ import annotations
 
 import csv
+import json
+from functools import lru_cache
 from pathlib import Path
 
 from .common import datasets_root, register_dataset, require, require_nonempty_dir
@@ -28,6 +32,23 @@ ADE_DOWNLOAD = ("download ADEChallengeData2016.zip from http://sceneparsing.csai
 ADE_FULL_DOWNLOAD = ("download the ADE20K full release (ADE20K_2021_17_01.zip, registration at "
                      "https://groups.csail.mit.edu/vision/datasets/ADE20K/) and unzip it into {root}")
 FULL_IGNORE_LABEL = 65535  # uint16 label images: more classes than uint8 holds
+CATEGORIES_DIR = Path(__file__).resolve().parents[1] / "categories"
+
+
+@lru_cache(maxsize=None)
+def _category_table(file: str) -> tuple:
+    with open(CATEGORIES_DIR / file, encoding="utf-8") as fh:
+        return tuple(json.load(fh)["categories"])
+
+
+def ade150_panoptic_table() -> list[dict]:
+    """The official ADE20K-150 panoptic categories ``[{"id", "name", "isthing", "color"}]`` (id 0..149)."""
+    return [dict(c) for c in _category_table("ade20k_150_panoptic.json")]
+
+
+def ade847_table() -> list[dict]:
+    """The official ADE20K-847 classes ``[{"id": class-map value, "name"}]`` in label order (0..846)."""
+    return [dict(c) for c in _category_table("ade20k_847.json")]
 
 
 def read_object_info(path: Path) -> list[str]:

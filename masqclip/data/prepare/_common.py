@@ -19,14 +19,30 @@ def root_from_args(args) -> Path:
     return Path(args.root or os.environ.get(DATASETS_ENV) or DEFAULT_DATASETS_ROOT)
 
 
-def run_reporting_missing(command: str, fn: Callable[[], object]) -> int:
-    """Run a preparation; a missing raw input is one clear message and exit status 2, not a traceback."""
+def run_reporting_missing(command: str, fn: Callable[[], object], *, args=None, datasets=()) -> int:
+    """Run a preparation; a missing raw input is one clear message and exit status 2, not a traceback.
+
+    With ``args`` (the parsed command line) and ``datasets`` (the registered names the preparation
+    made), a successful run ends by writing the manifest ``<root>/.prepared/<command>.json``.
+    """
     try:
         fn()
+        if args is not None and datasets:
+            write_prepared_manifest(command, args, datasets)
     except DatasetNotFoundError as err:
         print(f"masqclip prepare {command}: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def write_prepared_manifest(command: str, args, datasets, root: Path | None = None) -> Path:
+    """Write the manifest of a finished preparation (see :mod:`masqclip.data.manifest`)."""
+    from ..manifest import write_manifest
+
+    options = {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in ("command", "dataset")}
+    path = write_manifest(root or root_from_args(args), command, list(datasets), options)
+    print(f"manifest: {path}")
+    return path
 
 
 def bbox_of(mask) -> list[int]:

@@ -6,9 +6,13 @@ Inputs under ROOT/ADEChallengeData2016 (the SceneParsing release + its instance 
   ade20k_instance_catid_mapping.txt (instance-class id -> SceneParsing-150 id; from the ADE20K toolkit).
 Outputs:
   annotations_detectron2/<phase>/*.png: label - 1, "other" -> 255;
-  ade20k_panoptic_<val|train>.json + ade20k_panoptic_<val|train>/*.png: COCO-panoptic format, category
-  ids 0..149, names from objectInfo150.txt, "things" = classes of the instance annotations. Stuff
-  segments come from the semantic map, thing segments from the instance map (painted over stuff).
+  ade20k_panoptic_<val|train>.json + ade20k_panoptic_<val|train>/*.png: COCO-panoptic format, as the
+  official (Mask2Former) preparation writes it: category ids 0..149 with the short names and colours
+  of the official ADE20K-150 panoptic table (masqclip/data/categories/ade20k_150_panoptic.json),
+  "things" = the SceneParsing classes the instance mapping names. Stuff segments come from the
+  semantic map, their area and box measured before thing instances (from the instance map) are
+  painted over them; a stuff segment that things cover completely is kept (it has no pixel left in
+  the PNG, and its JSON area is the semantic one).
 """
 from __future__ import annotations
 
@@ -39,13 +43,23 @@ def add_arguments(parser) -> None:
 
 def read_instance_mapping(path: Path) -> dict[int, int]:
     """``ade20k_instance_catid_mapping.txt`` -> {instance-class id: SceneParsing-150 id} (1-based both;
-    a header line, then whitespace-separated columns; the first row of a repeated id wins)."""
+    a header line, then whitespace-separated columns; the last row of a repeated id wins, as in the
+    official preparation)."""
     mapping: dict[int, int] = {}
     for line in Path(path).read_text(encoding="utf-8").splitlines()[1:]:
         cols = line.split()
         if len(cols) >= 2 and cols[0].isdigit():
-            mapping.setdefault(int(cols[0]), int(cols[1]))
+            mapping[int(cols[0])] = int(cols[1])
     return mapping
+
+
+def panoptic_categories(thing_labels: set[int]) -> list[dict]:
+    """The official ADE20K-150 panoptic categories (id 0..149, short name, colour); ``isthing`` from
+    the SceneParsing ids (1-based) the instance mapping names, as the official preparation does."""
+    from ..datasets.ade20k import ade150_panoptic_table
+
+    return [{"id": c["id"], "name": c["name"], "isthing": int(c["id"] + 1 in thing_labels), "color": list(c["color"])}
+            for c in ade150_panoptic_table()]
 
 
 def convert_semantic(src: Path, dst: Path) -> None:
@@ -76,6 +90,7 @@ def panoptic_of(semantic: "np.ndarray", instance: "np.ndarray", thing_map: dict[
     infos = []
 
     def add(mask, label):
+        # area and box of the mask as annotated, before later (thing) segments paint over it
         seg[mask] = len(infos) + 1
         infos.append({"id": len(infos) + 1, "category_id": int(label) - 1, "iscrowd": 0,
                       "area": int(mask.sum()), "bbox": bbox_of(mask)})
@@ -90,9 +105,6 @@ def panoptic_of(semantic: "np.ndarray", instance: "np.ndarray", thing_map: dict[
         if len(classes) != 1 or int(classes[0]) not in thing_map:
             raise ValueError(f"instance {n} has instance classes {classes.tolist()}; expected one known class")
         add(mask, thing_map[int(classes[0])])
-    # a stuff segment fully covered by things is dropped
-    keep = {i["id"] for i in infos if (seg == i["id"]).any()}
-    infos = [dict(i, area=int((seg == i["id"]).sum())) for i in infos if i["id"] in keep]
     return seg, infos
 
 
@@ -105,12 +117,11 @@ def prepare_ade20k_150(root: Path, phases=("val",), panoptic: bool = True) -> No
     from ..datasets.common import require
 
     ade = root / ADE_ROOT
-    names = None
     for phase in phases:
         folder = PHASES[phase]
         images, labels = ade / "images" / folder, ade / "annotations" / folder
         require("ade20k-150 input", [images, labels, ade / "objectInfo150.txt"], ADE_DOWNLOAD.format(root=root))
-        names = names or read_object_info(ade / "objectInfo150.txt")
+        read_object_info(ade / "objectInfo150.txt")  # a malformed release fails here, before any output
         sem_out = ade / "annotations_detectron2" / folder
         sem_out.mkdir(parents=True, exist_ok=True)
         label_files = sorted(labels.glob("*.png"))
@@ -123,7 +134,7 @@ def prepare_ade20k_150(root: Path, phases=("val",), panoptic: bool = True) -> No
         require("ade20k-150 panoptic input", [inst_dir, mapping_file], INSTANCE_RELEASE.format(ade=ade))
         thing_map = read_instance_mapping(mapping_file)
         thing_labels = set(thing_map.values())
-        categories = [{"id": k, "name": n, "isthing": int(k + 1 in thing_labels)} for k, n in enumerate(names)]
+        categories = panoptic_categories(thing_labels)
         pan_out = ade / f"ade20k_panoptic_{phase}"
         pan_out.mkdir(parents=True, exist_ok=True)
         json_images, json_anns = [], []
@@ -143,6 +154,14 @@ def prepare_ade20k_150(root: Path, phases=("val",), panoptic: bool = True) -> No
         print(f"{out_json}: {len(json_images)} images, {sum(c['isthing'] for c in categories)} thing classes")
 
 
+def registered_datasets(args) -> list[str]:
+    """The registered dataset names this run makes (only the validation phase has names)."""
+    if "val" not in args.phases:
+        return []
+    return ["ade20k_sem_seg_val"] + ([] if args.semantic_only else ["ade20k_panoptic_val"])
+
+
 def main(args) -> int:
     return run_reporting_missing(COMMAND, lambda: prepare_ade20k_150(
-        root_from_args(args), tuple(args.phases), panoptic=not args.semantic_only))
+        root_from_args(args), tuple(args.phases), panoptic=not args.semantic_only),
+        args=args, datasets=registered_datasets(args))

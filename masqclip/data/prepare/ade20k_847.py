@@ -3,17 +3,20 @@
 Input under ROOT/ADE20K_2021_17_01: index_ade20k.pkl (a dict with, per image, ``filename`` and
 ``folder`` (relative to ROOT), and per class ``objectnames``; ``objectPresence`` [classes, images]
 counts instances) and each image's ``<name>_seg.png``, whose class map is R / 10 * 256 + G
-(0 = unlabeled, k = objectnames[k - 1]).
+(0 = unlabeled).
 
-The 847 classes: by default those present in both training and validation images (the
-MaskFormer paper's selection rule), ordered by the number of images containing them (most
-frequent first). That rule is implemented as documented but cannot be checked against the
-full release offline; ``--categories FILE`` (a JSON list of {"id": class-map value, "name"} in
-label order) pins the exact table instead.
+Output (validation images), as the official preparation (MaskFormer's) makes it:
+images_detectron2/validation/<name>.jpg and annotations_detectron2/validation/<name>.tif (uint16,
+label = position of the class in the 847-class table, 65535 = ignore), and categories_847.json.
+An image whose shorter side exceeds --max-short-side (512) is resized so that side is 512 (the
+other rounded), with OpenCV's bilinear interpolation (labels: OpenCV's nearest); every image is
+then written as JPEG at quality 75, resized or not.
 
-Output (validation images): images_detectron2/validation/<name>.jpg and
-annotations_detectron2/validation/<name>.tif (uint16, 65535 = ignore), resized so the shorter
-side is at most --max-short-side (512, as the benchmark's preparation), and categories_847.json.
+Options that depart from the official data (say so in any result made from them):
+``--categories derived`` (classes present in both training and validation images, most frequent
+first: the MaskFormer paper's selection rule, not its fixed table), ``--categories FILE`` (a JSON
+list of {"id": class-map value, "name"} in label order), ``--keep-original-images`` (images that
+need no resizing are copied byte for byte instead of re-encoded).
 """
 from __future__ import annotations
 
@@ -33,13 +36,19 @@ from ._common import add_root_argument, root_from_args, run_reporting_missing
 COMMAND = "ade20k-847"
 HELP = "ADE20K-Full 847-class semantic labels from ADE20K_2021_17_01"
 EXPECTED_CLASSES = 847
+JPEG_QUALITY = 75  # what the official preparation's PIL save writes (PIL's default)
 logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser) -> None:
     add_root_argument(parser)
-    parser.add_argument("--categories", default="", help="JSON [{id, name}] fixing the class table (default: derived)")
+    parser.add_argument("--categories", default="official",
+                        help="class table: 'official' (the fixed 847-class table, default), 'derived' "
+                             "(departs: selected from the index) or a JSON file [{id, name}] (departs)")
     parser.add_argument("--max-short-side", type=int, default=512, help="resize when the shorter side exceeds this")
+    parser.add_argument("--keep-original-images", action="store_true",
+                        help="departs from the official data: copy images that need no resizing instead "
+                             "of re-encoding them as JPEG quality 75")
 
 
 def split_of(filename: str) -> str:
@@ -70,25 +79,52 @@ def class_map(seg_png: Path) -> "np.ndarray":
     return rgb[..., 0] // 10 * 256 + rgb[..., 1]
 
 
-def prepare_ade20k_847(root: Path, categories_file: str = "", max_short_side: int = 512) -> list[dict]:
+def resized_shape(h: int, w: int, max_short_side: int) -> tuple[int, int] | None:
+    """(height, width) after the official rule, or None when the shorter side is <= ``max_short_side``."""
+    if w >= h > max_short_side:
+        return max_short_side, round(w / float(h) * max_short_side)
+    if h >= w > max_short_side:
+        return round(h / float(w) * max_short_side), max_short_side
+    return None
+
+
+def class_table(categories: str) -> list[dict] | None:
+    """The table ``--categories`` names (None = derive it from the index)."""
+    from ..datasets.ade20k import ade847_table
+
+    if categories in ("", "official"):
+        return ade847_table()
+    if categories == "derived":
+        return None
+    return json.loads(Path(categories).read_text(encoding="utf-8"))
+
+
+def prepare_ade20k_847(root: Path, categories: str = "official", max_short_side: int = 512,
+                       keep_original_images: bool = False) -> list[dict]:
     """Convert the validation images; returns the class table written to categories_847.json."""
     import numpy as np
     from PIL import Image
 
     from ..datasets.ade20k import ADE_FULL_DOWNLOAD, ADE_FULL_ROOT, FULL_IGNORE_LABEL
     from ..datasets.common import require
+    from ._cvresize import resize_bilinear_u8, resize_nearest
 
     full = root / ADE_FULL_ROOT
     require("ade20k-847 input", [full / "index_ade20k.pkl"], ADE_FULL_DOWNLOAD.format(root=root))
     with open(full / "index_ade20k.pkl", "rb") as fh:
         index = pickle.load(fh)
-    if categories_file:
-        categories = json.loads(Path(categories_file).read_text(encoding="utf-8"))
-    else:
-        categories = select_categories(index)
-    if len(categories) != EXPECTED_CLASSES:
-        logger.warning("ade20k-847: %d classes selected (the benchmark has %d)", len(categories), EXPECTED_CLASSES)
-    lut = {c["id"]: k for k, c in enumerate(categories)}
+    table = class_table(categories)
+    if table is None:
+        table = select_categories(index)
+        print(f"ade20k-847: class table derived from the index ({len(table)} classes): departs from the "
+              "official fixed table")
+    elif categories not in ("", "official"):
+        print(f"ade20k-847: class table from {categories}: departs from the official fixed table")
+    if len(table) != EXPECTED_CLASSES:
+        logger.warning("ade20k-847: %d classes (the benchmark has %d)", len(table), EXPECTED_CLASSES)
+    if keep_original_images:
+        print("ade20k-847: --keep-original-images departs from the official data (images not re-encoded)")
+    lut = {int(c["id"]): k for k, c in enumerate(table)}
     img_out, lab_out = full / "images_detectron2/validation", full / "annotations_detectron2/validation"
     img_out.mkdir(parents=True, exist_ok=True)
     lab_out.mkdir(parents=True, exist_ok=True)
@@ -99,26 +135,32 @@ def prepare_ade20k_847(root: Path, categories_file: str = "", max_short_side: in
         src = root / folder / name
         require("ade20k-847 input", [src, src.with_name(src.stem + "_seg.png")], ADE_FULL_DOWNLOAD.format(root=root))
         classes = class_map(src.with_name(src.stem + "_seg.png"))
+        with Image.open(src) as im:
+            image = np.asarray(im if im.mode in ("L", "RGB") else im.convert("RGB"))
+        size = resized_shape(*image.shape[:2], max_short_side)
+        if size is not None:
+            image = resize_bilinear_u8(image, *size)
+            classes = resize_nearest(classes, *size)
         label = np.full(classes.shape, FULL_IGNORE_LABEL, dtype=np.uint16)
         for value in np.unique(classes):
             if int(value) in lut:
                 label[classes == value] = lut[int(value)]
-        h, w = label.shape
-        if min(h, w) > max_short_side:
-            scale = max_short_side / min(h, w)
-            size = (max_short_side, round(w * scale)) if h <= w else (round(h * scale), max_short_side)
-            with Image.open(src) as im:
-                im.convert("RGB").resize((size[1], size[0]), Image.BILINEAR).save(img_out / name)
-            Image.fromarray(label).resize((size[1], size[0]), Image.NEAREST).save(lab_out / f"{src.stem}.tif")
-        else:
+        if keep_original_images and size is None:
             shutil.copyfile(src, img_out / name)
-            Image.fromarray(label).save(lab_out / f"{src.stem}.tif")
+        else:
+            Image.fromarray(image).save(img_out / name, format="JPEG", quality=JPEG_QUALITY)
+        Image.fromarray(label).save(lab_out / f"{src.stem}.tif")
         count += 1
-    (full / "categories_847.json").write_text(json.dumps(categories, indent=0), encoding="utf-8")
-    print(f"{lab_out}: {count} validation images, {len(categories)} classes")
-    return categories
+    (full / "categories_847.json").write_text(json.dumps(table, indent=0), encoding="utf-8")
+    print(f"{lab_out}: {count} validation images, {len(table)} classes")
+    return table
+
+
+def registered_datasets(args) -> list[str]:
+    return ["ade20k_full_sem_seg_val"]
 
 
 def main(args) -> int:
     return run_reporting_missing(COMMAND, lambda: prepare_ade20k_847(
-        root_from_args(args), args.categories, args.max_short_side))
+        root_from_args(args), args.categories, args.max_short_side, args.keep_original_images),
+        args=args, datasets=registered_datasets(args))

@@ -56,5 +56,12 @@ def prepare_coco_ovsplit(root: Path, phases=("train", "val")) -> list[Path]:
     return written
 
 
+def registered_datasets(args) -> list[str]:
+    from ..datasets.coco import OV_SPLITS
+
+    return [f"coco_instance_{phase}_{split}" for phase in args.phases for split in OV_SPLITS]
+
+
 def main(args) -> int:
-    return run_reporting_missing(COMMAND, lambda: prepare_coco_ovsplit(root_from_args(args), tuple(args.phases)))
+    return run_reporting_missing(COMMAND, lambda: prepare_coco_ovsplit(root_from_args(args), tuple(args.phases)),
+                                 args=args, datasets=registered_datasets(args))

@@ -69,6 +69,11 @@ def prepare_coco_panoptic_semseg(root: Path, phases=("train", "val"), workers: i
     return outputs
 
 
+def registered_datasets(args) -> list[str]:
+    return [f"coco_2017_{phase}_panoptic" for phase in args.phases]
+
+
 def main(args) -> int:
     return run_reporting_missing(COMMAND, lambda: prepare_coco_panoptic_semseg(
-        root_from_args(args), tuple(args.phases), max(1, args.workers)))
+        root_from_args(args), tuple(args.phases), max(1, args.workers)),
+        args=args, datasets=registered_datasets(args))

@@ -12,4 +12,8 @@ def main(args) -> int:
     from ._pascal_context import prepare_pascal_context
 
     return run_reporting_missing(COMMAND, lambda: prepare_pascal_context(
-        root_from_args(args), 459, args.source, args.split_file))
+        root_from_args(args), 459, args.source, args.split_file), args=args, datasets=registered_datasets(args))
+
+
+def registered_datasets(args) -> list[str]:
+    return ["pascal_context_459_sem_seg_val"]

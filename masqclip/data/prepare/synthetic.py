@@ -60,4 +60,15 @@ def main(args) -> int:
     out = generate_world(args.output, cfg, workers=max(1, args.workers))
     print(f"synthetic world written to {out} in {time.perf_counter() - start:.1f} s "
           f"({cfg.num_train} train, {cfg.num_val} val, {cfg.num_val} cross-val images)")
+    from pathlib import Path
+
+    from ._common import write_prepared_manifest
+
+    write_prepared_manifest(COMMAND, args, registered_datasets(args), root=Path(args.output))
     return 0
+
+
+def registered_datasets(args) -> list[str]:
+    from ..datasets.synthetic import INSTANCE_SPLITS, PANOPTIC_SPLITS, SEM_SEG_SPLITS
+
+    return [*INSTANCE_SPLITS, *PANOPTIC_SPLITS, *SEM_SEG_SPLITS]
