@@ -56,7 +56,8 @@ def git_commit(path: str | None = None) -> str:
 
 
 def default_tags(cfg, *, job: str, dataset: str = "", extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Tags of a job: setting, stage, round, dataset, invocation, git_commit, hostname, job (+ ``extra``).
+    """Tags of a job: setting, stage, round, dataset, invocation, git_commit, hostname, job, and
+    ``data.<dataset>`` (the dataset's preparation manifest, :func:`data_tags`) (+ ``extra``).
 
     ``stage`` defaults from ``MODEL.META_ARCHITECTURE``; ``setting`` and ``round`` come from
     ``extra`` (the workflow passes them with ``--tag``); ``invocation`` from $MASQCLIP_INVOCATION.
@@ -65,8 +66,21 @@ def default_tags(cfg, *, job: str, dataset: str = "", extra: Mapping[str, str] |
             "setting": "", "round": "", "dataset": dataset or ",".join(cfg.DATASETS.TRAIN),
             "invocation": os.environ.get(INVOCATION_ENV, ""), "git_commit": git_commit(),
             "hostname": socket.gethostname(), "config_version": str(cfg.VERSION)}
+    tags.update(data_tags(dataset.split(",") if dataset else list(cfg.DATASETS.TRAIN)))
     tags.update({k: str(v) for k, v in (extra or {}).items()})
     return tags
+
+
+def data_tags(datasets: list[str]) -> dict[str, str]:
+    """``{"data.<dataset>": "<preparation> sha256:<manifest hash>"}`` for each dataset whose
+    preparation manifest is under the datasets root, so a run names the exact data it used."""
+    try:
+        from .data.manifest import manifests_for
+
+        found = manifests_for([d for d in datasets if d])
+    except (OSError, ValueError):
+        return {}
+    return {f"data.{name}": f"{m['preparation']} sha256:{m['manifest_sha256'][:16]}" for name, m in sorted(found.items())}
 
 
 def parse_tags(items: list[str] | None) -> dict[str, str]:

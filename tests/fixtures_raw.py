@@ -113,7 +113,13 @@ def make_coco(root: Path) -> dict:
 ADE_NAMES = ["wall", "building, edifice", "sky", "floor, flooring", "tree"] + [f"class {k:03d}" for k in range(6, 151)]
 ADE_NAMES[12] = "person, individual, someone"
 ADE_NAMES[19] = "car, auto, automobile"
-ADE_THING_MAP = {1: 13, 2: 20}  # instance class -> SceneParsing id (person, car)
+ADE_THING_MAP = {1: 13, 2: 20}  # instance class -> SceneParsing id (person, chair)
+# SceneParsing ids (1-based) of the 100 thing classes of the official ADE20K-150 panoptic table
+ADE_THINGS = [8, 9, 11, 13, 15, 16, 19, 20, 21, 23, 24, 25, 28, 31, 32, 33, 34, 36, 37, 38, 39, 40, 42, 43, 44, 45,
+              46, 48, 50, 51, 54, 56, 57, 58, 59, 63, 65, 66, 67, 68, 70, 71, 72, 73, 74, 75, 76, 77, 79, 81, 82, 83,
+              84, 86, 87, 88, 89, 90, 91, 93, 94, 96, 98, 99, 103, 104, 105, 108, 109, 111, 112, 113, 116, 117, 119,
+              120, 121, 122, 124, 125, 126, 127, 128, 130, 131, 133, 134, 135, 136, 137, 138, 139, 140, 143, 144,
+              145, 147, 148, 149, 150]
 
 
 def make_ade20k(root: Path) -> dict:
@@ -123,8 +129,10 @@ def make_ade20k(root: Path) -> dict:
     rows = ["Idx\tRatio\tTrain\tVal\tName"] + [f"{k}{' ' * (k % 2)}\t0.01\t10\t2\t{n}{' ' * (k % 3 == 0)}"
                                                  for k, n in enumerate(ADE_NAMES, 1)]
     (ade / "objectInfo150.txt").write_text("\n".join(rows) + "\n")
-    (ade / "ade20k_instance_catid_mapping.txt").write_text(
-        "Instacne100\tSceneParse150\tFullADE20K\n1\t\t13\t\t1831\n2\t\t20\t\t401\n2\t\t20\t\t402\n")
+    # the release's 100 instance classes: 1 -> person (13), 2 -> chair (20), then the other thing classes
+    rows = ["Instacne100\tSceneParse150\tFullADE20K", "1\t\t13\t\t1831", "2\t\t20\t\t401", "2\t\t20\t\t402"]
+    rows += [f"{k}\t\t{sem}\t\t{9000 + k}" for k, sem in enumerate((t for t in ADE_THINGS if t not in (13, 20)), 3)]
+    (ade / "ade20k_instance_catid_mapping.txt").write_text("\n".join(rows) + "\n")
     h, w = 24, 30
     expected = {}
     for n in (1, 2):
@@ -141,12 +149,24 @@ def make_ade20k(root: Path) -> dict:
         inst[12:18, 2:8] = (1, 2, 0)
         sem[12:18, 20:28] = 20  # car
         inst[12:18, 20:28] = (2, 3, 0)
+        inst[18:20, 2:8] = (1, 2, 0)  # person 2's instance reaches into floor the semantic map keeps
+        segments = [("stuff", 0), ("stuff", 3), ("thing", 12), ("thing", 12), ("thing", 19)]
         if n == 2:
             sem[0:2, 20:28] = 13  # person pixels without an instance: void in panoptic
+        else:
+            sem[12:14, 20:24] = 3  # sky that the chair instance covers completely: kept as a stuff segment
+            segments.append(("stuff", 2))
         _png(ade / "annotations/validation" / f"{stem}.png", sem)
         _png(ade / "annotations_instance/validation" / f"{stem}.png", inst)
-        expected[stem] = {"semantic": np.where(sem == 0, 255, sem.astype(np.int64) - 1),
-                          "segments": [("stuff", 0), ("stuff", 3), ("thing", 12), ("thing", 12), ("thing", 19)]}
+        # stuff segments as annotated (before things are painted): area and [x, y, w, h] of each class
+        stuff = {}
+        for label in (1, 3, 4):
+            ys, xs = np.nonzero(sem == label)
+            if len(ys):
+                stuff[label - 1] = (len(ys), [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1),
+                                              int(ys.max() - ys.min() + 1)])
+        expected[stem] = {"semantic": np.where(sem == 0, 255, sem.astype(np.int64) - 1), "segments": segments,
+                          "stuff": stuff}
     return expected
 
 
@@ -162,8 +182,9 @@ def _seg_png(path: Path, classes: np.ndarray) -> None:
 
 
 def make_ade20k_full(root: Path) -> dict:
-    names = ["-"] + [f"filler {k}" for k in range(1, 320)]
-    special = {"wall": 300, "person": 3, "cat": 4, "dog": 5, "rare thing": 6}  # name -> class-map value
+    names = ["-"] + [f"filler {k}" for k in range(1, 3200)]
+    # name -> class-map value: the official table's ids (wall 2978 needs the R channel); 5 is in no table
+    special = {"wall": 2978, "person": 1831, "cat": 430, "dog": 3105, "rare thing": 5}
     for n, v in special.items():
         names[v - 1] = n
     images = [  # (file, split folder, classes present, size)
@@ -189,8 +210,9 @@ def make_ade20k_full(root: Path) -> dict:
              "objectnames": names, "objectPresence": presence}
     with open(root / "ADE20K_2021_17_01/index_ade20k.pkl", "wb") as fh:
         pickle.dump(index, fh)
-    # present in train and val: wall (4 images), person (3), rare thing (2); cat/dog are one-sided
-    return {"classes": ["wall", "person", "rare thing"], "values": [300, 3, 6], "class_maps": expected}
+    # derived table: present in train and val: wall (4 images), person (3), rare thing (2); cat/dog one-sided
+    return {"classes": ["wall", "person", "rare thing"], "values": [2978, 1831, 5], "class_maps": expected,
+            "official_labels": {2978: 0, 1831: 11, 430: 500, 3105: 259}}
 
 
 # ---------------------------------------------------------------------------------------------
