@@ -216,9 +216,20 @@ def _records_with_area(name: str, records: list[dict], meta) -> list[dict]:
             for r in records]
 
 
-def _unannotated_images(records: list[dict]) -> list[str]:
-    """Images in the records' image folder(s) that no record names (semantic / panoptic sets)."""
-    if not records or not ("sem_seg_file_name" in records[0] or "pan_seg_file_name" in records[0]):
+def _unannotated_images(records: list[dict], meta) -> list[str]:
+    """Images without annotation: for semantic sets, images of the image folder that no label file
+    names; for panoptic sets, images of the JSON without an annotation entry."""
+    if not records:
+        return []
+    if "pan_seg_file_name" in records[0]:
+        from .datasets.common import resolve_path
+
+        with open(resolve_path(meta.panoptic_json), encoding="utf-8") as fh:
+            data = json.load(fh)
+        annotated = {a["image_id"] for a in data.get("annotations", [])}
+        return [f"{img.get('file_name', img['id'])}: image has no annotation in {resolve_path(meta.panoptic_json)}"
+                for img in data.get("images", []) if img["id"] not in annotated]
+    if "sem_seg_file_name" not in records[0]:
         return []
     folders = {Path(r["file_name"]).parent for r in records}
     named = {str(Path(r["file_name"])) for r in records}
@@ -260,6 +271,8 @@ def check_dataset(name: str, expect: str = "full", workers: int = 1,
     if name not in DatasetCatalog:
         return [f"{name}: not a registered dataset"], {}
     meta = MetadataCatalog.get(name)
+    for key in getattr(meta, "_lazy_keys", ()):  # read class names from the files on disk now
+        dict.pop(meta, key, None)
     try:
         records = DatasetCatalog.get(name)
         class_problems, num_classes = _check_classes(name, meta)
@@ -301,7 +314,7 @@ def check_dataset(name: str, expect: str = "full", workers: int = 1,
     else:
         for rec in records:
             per_image += _record_problems(rec, spec)
-    per_image += _unannotated_images(records)
+    per_image += _unannotated_images(records, meta)
     problems += [f"{name}: {p}" for p in _limit(per_image)]
     return problems, {"images": len(records), "classes": num_classes}
 
