@@ -3,6 +3,7 @@
 # The done-file every training and evaluation job depends on appears only once `masqclip check-data`
 # has passed (image counts, class table, labels, segments), so bad data stops the run before any GPU
 # job starts. `masqclip prepare` also writes the preparation's manifest, which the jobs' MLflow runs name.
+# Both commands find the data under $DETECTRON2_DATASETS (= data_root, set for every job in common.smk).
 
 
 rule prepare:
@@ -11,7 +12,6 @@ rule prepare:
         manifest=f"{PLAN.data_root}/.prepared/{{dataset}}.json",
     params:
         args=lambda wc: PLAN.prepare_args(wc.dataset),
-        root=PLAN.data_root,
         expect=lambda wc: PLAN.config["datasets"][wc.dataset].get("check", "full"),
     log:
         f"{R}/logs/prepare/{{dataset}}.log",
@@ -24,4 +24,4 @@ rule prepare:
 
     shell:
         "masqclip prepare {wildcards.dataset} {params.args} > {log} 2>&1"
-        " && masqclip check-data {wildcards.dataset} --root {params.root:q} --expect {params.expect} >> {log} 2>&1"
+        " && masqclip check-data {wildcards.dataset} --expect {params.expect} >> {log} 2>&1"
