@@ -32,7 +32,12 @@ STUB_CLI = textwrap.dedent('''\
         sys.exit(main(args))
     def opt(name):
         return args[args.index(name) + 1]
-    if args[0] == "prepare":
+    if args[0] == "prepare":  # the preparation's manifest, under the datasets root every job sees
+        manifest = Path(os.environ["DETECTRON2_DATASETS"]) / ".prepared" / (args[1] + ".json")
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        manifest.write_text(json.dumps({{"preparation": args[1], "datasets": {{}}}}))
+        sys.exit(0)
+    if args[0] == "check-data":
         sys.exit(0)
     if args[0] == "pretrain-clip":
         out = Path(opt("--output")); out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ rule prepare:
     params:
         args=lambda wc: PLAN.prepare_args(wc.dataset),
         expect=lambda wc: PLAN.config["datasets"][wc.dataset].get("check", "full"),
+        workers=lambda wc, resources: int(getattr(resources, "cpus_per_task", 1) or 1),
     log:
         f"{R}/logs/prepare/{{dataset}}.log",
     benchmark:
@@ -24,4 +25,4 @@ rule prepare:
 
     shell:
         "masqclip prepare {wildcards.dataset} {params.args} > {log} 2>&1"
-        " && masqclip check-data {wildcards.dataset} --expect {params.expect} >> {log} 2>&1"
+        " && masqclip check-data {wildcards.dataset} --expect {params.expect} --workers {params.workers} >> {log} 2>&1"
