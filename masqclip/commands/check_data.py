@@ -44,9 +44,13 @@ def main(args) -> int:
     if names is None:
         print(f"{prefix}: {args.name!r} is neither a preparation nor a registered dataset", file=sys.stderr)
         return 2
-    if not names:
-        print(f"{prefix}: the preparation made no registered dataset to check", file=sys.stderr)
-        return 2
+    if not names:  # e.g. ADE20K-150's training phase alone: nothing a job reads by name
+        if read_manifest(root, args.name) is None:
+            print(f"{prefix}: {root}/.prepared/{args.name}.json: no manifest (run 'masqclip prepare "
+                  f"{args.name}')", file=sys.stderr)
+            return 2
+        print(f"{args.name}: the preparation made no registered dataset; nothing to check")
+        return 0
     problems: list[str] = []
     manifest = read_manifest(root, args.name) if args.name not in DatasetCatalog else None
     if manifest is None and args.name not in DatasetCatalog:

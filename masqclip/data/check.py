@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable
@@ -37,6 +38,8 @@ CLASS_COUNTS = {"ade20k_sem_seg_val": 150, "ade20k_panoptic_val": 150, "ade20k_f
                 "coco_2017_val_panoptic": 133, "coco_2017_train_panoptic": 133}
 # panoptic sets whose stuff segments may be covered completely by things (kept with their area)
 COVERED_STUFF_ALLOWED = {"ade20k_panoptic_val"}
+# semantic sets whose image folder may hold images of other splits (the split list names theirs)
+SPLIT_LIST_SETS = {"pascal_context_59_sem_seg_val", "pascal_context_459_sem_seg_val"}
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 MAX_LINES_PER_KIND = 20
 
@@ -229,7 +232,7 @@ def _unannotated_images(records: list[dict], meta) -> list[str]:
         annotated = {a["image_id"] for a in data.get("annotations", [])}
         return [f"{img.get('file_name', img['id'])}: image has no annotation in {resolve_path(meta.panoptic_json)}"
                 for img in data.get("images", []) if img["id"] not in annotated]
-    if "sem_seg_file_name" not in records[0]:
+    if "sem_seg_file_name" not in records[0] or meta.name in SPLIT_LIST_SETS:
         return []
     folders = {Path(r["file_name"]).parent for r in records}
     named = {str(Path(r["file_name"])) for r in records}
@@ -245,8 +248,7 @@ def _limit(lines: list[str]) -> list[str]:
     """At most MAX_LINES_PER_KIND lines of each kind of problem, then a count of the rest."""
     out, kinds = [], Counter()
     for line in lines:
-        kind = line.split(": ", 1)[-1].split(" ")[0:3]
-        key = " ".join(kind)
+        key = re.sub(r"[0-9][0-9, ]*", "#", line.split(": ", 1)[-1])[:48]
         kinds[key] += 1
         if kinds[key] <= MAX_LINES_PER_KIND:
             out.append(line)
@@ -263,16 +265,25 @@ def check_dataset(name: str, expect: str = "full", workers: int = 1,
     Returns:
         (problems, one line each, prefixed with the dataset name; summary {"images", "classes"}).
     """
-    from .catalog import DatasetCatalog, MetadataCatalog
-    from .datasets.common import DatasetNotFoundError, datasets_root
+    from .catalog import DatasetCatalog
+    from .datasets.common import forget_lazy_metadata
 
     if expect not in EXPECT_MODES:
         raise ValueError(f"expect must be one of {EXPECT_MODES}, got {expect!r}")
     if name not in DatasetCatalog:
         return [f"{name}: not a registered dataset"], {}
+    forget_lazy_metadata(name)  # read class names from the files on disk now
+    try:
+        return _check(name, expect, workers, progress)
+    finally:
+        forget_lazy_metadata(name)  # and leave no names read under this root behind
+
+
+def _check(name: str, expect: str, workers: int, progress) -> tuple[list[str], dict]:
+    from .catalog import DatasetCatalog, MetadataCatalog
+    from .datasets.common import DatasetNotFoundError, datasets_root
+
     meta = MetadataCatalog.get(name)
-    for key in getattr(meta, "_lazy_keys", ()):  # read class names from the files on disk now
-        dict.pop(meta, key, None)
     try:
         records = DatasetCatalog.get(name)
         class_problems, num_classes = _check_classes(name, meta)

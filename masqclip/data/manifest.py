@@ -46,16 +46,22 @@ def table_hash(table: list[dict]) -> str:
 def summarize(name: str) -> dict[str, Any]:
     """Image count, class count and class-table hash of a registered, prepared dataset."""
     from .catalog import DatasetCatalog
+    from .datasets.common import forget_lazy_metadata
 
-    table = class_table(name)
-    return {"images": len(DatasetCatalog.get(name)), "classes": len(table), "class_table_sha256": table_hash(table)}
+    try:
+        table = class_table(name)
+        return {"images": len(DatasetCatalog.get(name)), "classes": len(table),
+                "class_table_sha256": table_hash(table)}
+    finally:
+        forget_lazy_metadata(name)  # class names were read from files under the current root
 
 
 def write_manifest(root: Path | str, preparation: str, datasets: Iterable[str], args: dict[str, Any]) -> Path:
     """Write ``<root>/.prepared/<preparation>.json`` for the registered ``datasets`` it made."""
     from .. import __version__
-    from .datasets.common import DATASETS_ENV
     import os
+
+    from .datasets.common import DATASETS_ENV
 
     previous = os.environ.get(DATASETS_ENV)
     os.environ[DATASETS_ENV] = str(root)  # the loaders read the root from the environment

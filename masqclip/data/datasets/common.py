@@ -84,6 +84,14 @@ class LazyMetadata(Metadata):
             return default
 
 
+def forget_lazy_metadata(name: str) -> None:
+    """Drop the file-read metadata fields of ``name`` so the next access reads the files again
+    (after the files or the datasets root changed)."""
+    meta = MetadataCatalog.get(name)
+    for key in getattr(meta, "_lazy_keys", ()):
+        dict.pop(meta, key, None)
+
+
 def register_dataset(name: str, loader: Callable[[], list[dict]], *,
                      lazy: tuple[Iterable[str], Callable[[], dict[str, Any]]] | None = None,
                      **metadata: Any) -> None:

@@ -27,7 +27,7 @@ def run_reporting_missing(command: str, fn: Callable[[], object], *, args=None, 
     """
     try:
         fn()
-        if args is not None and datasets:
+        if args is not None:
             write_prepared_manifest(command, args, datasets)
     except DatasetNotFoundError as err:
         print(f"masqclip prepare {command}: {err}", file=sys.stderr)
