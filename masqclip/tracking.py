@@ -80,7 +80,8 @@ def data_tags(datasets: list[str]) -> dict[str, str]:
         found = manifests_for([d for d in datasets if d])
     except (OSError, ValueError):
         return {}
-    return {f"data.{name}": f"{m['preparation']} sha256:{m['manifest_sha256'][:16]}" for name, m in sorted(found.items())}
+    return {f"data.{name}": f"{m['preparation']} sha256:{m['manifest_sha256'][:16]}"
+            for name, m in sorted(found.items())}
 
 
 def parse_tags(items: list[str] | None) -> dict[str, str]:

@@ -40,6 +40,8 @@ CLASS_COUNTS = {"ade20k_sem_seg_val": 150, "ade20k_panoptic_val": 150, "ade20k_f
 COVERED_STUFF_ALLOWED = {"ade20k_panoptic_val"}
 # semantic sets whose image folder may hold images of other splits (the split list names theirs)
 SPLIT_LIST_SETS = {"pascal_context_59_sem_seg_val", "pascal_context_459_sem_seg_val"}
+# prepared class-table files (under the datasets root) of semantic sets whose table is fixed
+CATEGORY_FILES = {"ade20k_full_sem_seg_val": "ADE20K_2021_17_01/categories_847.json"}
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 MAX_LINES_PER_KIND = 20
 
@@ -105,28 +107,24 @@ def _json_categories(meta) -> tuple[Path | None, list[dict] | None]:
 
 def _check_classes(name: str, meta) -> tuple[list[str], int]:
     """Class-table problems and the number of classes K (labels must be < K)."""
-    from .datasets.common import resolve_path
+    from .datasets.common import datasets_root
     from .manifest import class_table
 
     problems = []
     table = class_table(name)
-    json_path, json_cats = _json_categories(meta)
     want = expected_table(name)
-    if json_cats is not None:
+    json_path, json_cats = _json_categories(meta)
+    if json_cats is not None:  # COCO-format sets: the JSON's own categories
         if want is not None:
             keys = ["name"] + [k for k in ("isthing", "color") if k in want[0]]
             problems += _compare_tables(json_cats, want, str(json_path), keys)
-        # the JSON's categories against the dataset's metadata (names and dataset ids)
-        meta_table = [{"id": c["dataset_id"], "name": c["name"]} for c in table]
-        if name.startswith("synthetic"):
+        if name.startswith("synthetic"):  # the world's JSONs against the package's category table
+            meta_table = [{"id": c["dataset_id"], "name": c["name"]} for c in table]
             problems += _compare_tables(json_cats, meta_table, str(json_path), ["name"])
-    elif want is not None:
-        source = resolve_path(meta.get("sem_seg_root", "")).parent.parent / "categories_847.json" \
-            if name == "ade20k_full_sem_seg_val" else None
-        got = [{"id": c["dataset_id"], "name": c["name"]} for c in table]
-        if source is not None and source.is_file():
-            got = json.loads(source.read_text(encoding="utf-8"))
-        problems += _compare_tables(got, want, str(source or name), ["name"])
+    elif want is not None:  # semantic sets with a fixed table: the prepared table file (dataset ids)
+        source = datasets_root() / CATEGORY_FILES[name]
+        got = json.loads(source.read_text(encoding="utf-8"))
+        problems += _compare_tables(got, want, str(source), ["name"])
     count = CLASS_COUNTS.get(name)
     if count is not None and len(table) != count and not any("classes, expected" in p for p in problems):
         problems.append(f"{name}: {len(table)} classes, expected {count}")
