@@ -37,7 +37,9 @@ STUB_CLI = textwrap.dedent('''\
         manifest.parent.mkdir(parents=True, exist_ok=True)
         manifest.write_text(json.dumps({{"preparation": args[1], "datasets": {{}}}}))
         sys.exit(0)
-    if args[0] == "check-data":
+    if args[0] == "check-data":  # MASQCLIP_STUB_CHECK_FAIL: the data check finds a problem
+        if os.environ.get("MASQCLIP_STUB_CHECK_FAIL"):
+            sys.exit("masqclip check-data " + args[1] + ": " + os.environ["MASQCLIP_STUB_CHECK_FAIL"])
         sys.exit(0)
     if args[0] == "pretrain-clip":
         out = Path(opt("--output")); out.parent.mkdir(parents=True, exist_ok=True)
