@@ -2,6 +2,7 @@
 of a tiny teacher and student on the generated synthetic world."""
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -122,6 +123,8 @@ def test_teacher_student_eval_predict_end_to_end(world, tmp_path, monkeypatch):
                 str(student / "model_final.pth")]) == 0
     record = json.loads(metrics.read_text())
     assert record["dataset"] == "synthetic_instance_val_all" and record["weights"].endswith("model_final.pth")
+    manifest_hash = hashlib.sha256((world / ".prepared/synthetic.json").read_bytes()).hexdigest()[:16]
+    assert record["data"] == f"synthetic sha256:{manifest_hash}"  # the exact data it was scored on
     assert "proposals" in record["results"] and all(0 <= v <= 100 for v in record["results"]["proposals"].values())
 
     image = sorted((world / "synthetic").rglob("*.png"))[0]
@@ -156,3 +159,8 @@ def test_teacher_student_eval_predict_end_to_end(world, tmp_path, monkeypatch):
     assert jobs == [("eval", "teacher", "FINISHED"), ("train", "student", "FINISHED"),
                     ("train", "teacher", "FINISHED")]
     assert "proposals/AR_10" in runs.columns.str.replace("metrics.", "", regex=False)
+    # every run names the preparation manifest of the data it read
+    train_runs = runs[runs["tags.job"] == "train"]
+    assert set(train_runs["tags.data.synthetic_instance_train_base"]) == {f"synthetic sha256:{manifest_hash}"}
+    assert set(runs[runs["tags.job"] == "eval"]["tags.data.synthetic_instance_val_all"]) == {
+        f"synthetic sha256:{manifest_hash}"}

@@ -34,7 +34,7 @@ def main(args) -> int:
     from ..data import DatasetCatalog  # noqa: F401  (registers every dataset)
     from ..data.check import check_dataset, datasets_of
     from ..data.datasets.common import DATASETS_ENV, datasets_root
-    from ..data.manifest import read_manifest, summarize
+    from ..data.manifest import file_hash, manifest_path, read_manifest, summarize
 
     if args.root:
         os.environ[DATASETS_ENV] = str(Path(args.root).resolve())
@@ -74,4 +74,7 @@ def main(args) -> int:
         print(f"{prefix}: {len(problems)} problem(s); nothing may train or evaluate on this data", file=sys.stderr)
         return 2
     print(f"{args.name}: every check passed ({args.expect} expectations)")
+    if manifest is not None:
+        path = manifest_path(root, args.name)
+        print(f"manifest {path} sha256:{file_hash(path)[:16]} (masqclip {manifest.get('masqclip_version')})")
     return 0

@@ -44,7 +44,7 @@ def main(args) -> int:
     from ..engine.checkpointer import load_model_weights
     from ..engine.defaults import default_setup, evaluate_datasets
     from ..modeling import build_model
-    from ..tracking import Tracker, default_tags, flatten_metrics, parse_tags
+    from ..tracking import Tracker, data_tags, default_tags, flatten_metrics, parse_tags
     from ..utils.env import resolve_device
 
     cfg = config_from_args(args)
@@ -67,7 +67,8 @@ def main(args) -> int:
         except BaseException:
             tracker.end("FAILED")
             raise
-        record = {"dataset": name, "config": args.config_file, "weights": cfg.MODEL.WEIGHTS, "results": results}
+        record = {"dataset": name, "config": args.config_file, "weights": cfg.MODEL.WEIGHTS, "results": results,
+                  "data": data_tags([name]).get(f"data.{name}", "")}  # the preparation manifest it was scored on
         path = outputs[name]
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "w", encoding="utf-8") as fh:
