@@ -42,6 +42,7 @@ BAD = [  # (change, text the error must contain)
     (lambda c: c["settings"]["cross-dataset"].pop("teacher"), "'teacher' is a required property"),
     (lambda c: c["ablations"]["object_score"].update(settings=["cross-dataset"]), "['ablations']"),
     (lambda c: c.update(miou_convention="d2"), "'d2' is not one of ['gt', 'd2v06']"),
+    (lambda c: c["datasets"]["synthetic"].update(check="partial"), "'partial' is not one of ['full', 'reduced']"),
 ]
 
 
