@@ -183,6 +183,8 @@ def test_corrupted_fixtures_are_refused_with_one_clear_line(root, capsys):
     rc, err = _check(capsys, "pascal-context-59", "--expect", "reduced")
     assert rc == 2 and "2008_000001.png: label values [70] outside 0..58 (ignore 255)" in err
     assert "manifest records" not in err  # counts and class table unchanged since preparation
+    rc2, err2 = _check(capsys, "pascal-context-59", "--expect", "reduced", "--workers", "2")
+    assert (rc2, err2) == (rc, err)  # worker processes find the same problems
 
     # a class table that is not the official one (ADE20K-847 derived on the fixture index)
     assert cli(["prepare", "ade20k-847", "--max-short-side", "20", "--categories", "derived"]) == 0

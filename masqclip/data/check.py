@@ -313,7 +313,7 @@ def _check(name: str, expect: str, workers: int, progress) -> tuple[list[str], d
     if progress:
         progress(f"{name}: checking {len(records)} images")
     per_image: list[str] = []
-    if workers > 1 and len(records) > 64:
+    if workers > 1 and len(records) > 1:
         import multiprocessing
         from functools import partial
 
