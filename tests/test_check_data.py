@@ -135,6 +135,7 @@ def test_clean_fixtures_pass_and_full_expectations_name_the_counts(root, capsys)
         assert rc == 0, err
         manifest = json.loads((root / ".prepared" / f"{name}.json").read_text())
         assert manifest["preparation"] == name and manifest["masqclip_version"]
+        assert len(manifest["preparation_code_sha256"]) == 64
         for summary in manifest["datasets"].values():
             assert summary["images"] > 0 and len(summary["class_table_sha256"]) == 64
     # the paper's datasets hold more images: one line per count
@@ -159,6 +160,14 @@ def test_corrupted_fixtures_are_refused_with_one_clear_line(root, capsys):
     rc, err = _check(capsys, "ade20k_sem_seg_val", "--expect", "reduced")
     assert rc == 2 and "ADE_val_00000002.jpg: image has no annotation" in err
 
+    # a split file holding an image without any annotation of the split
+    split = root / "coco/annotations/ov_split_48_17/instances_val2017_seen48.json"
+    data = json.loads(split.read_text())
+    data["images"].append({"id": 12, "file_name": "000000000012.jpg", "height": 32, "width": 40})
+    split.write_text(json.dumps(data))
+    rc, err = _check(capsys, "coco_instance_val_base48", "--expect", "reduced")
+    assert rc == 2 and "000000000012.jpg: image has no annotation in the split file" in err
+
     # a panoptic id without a segment in the JSON
     pan_json = ade / "ade20k_panoptic_val.json"
     data = json.loads(pan_json.read_text())
@@ -166,6 +175,12 @@ def test_corrupted_fixtures_are_refused_with_one_clear_line(root, capsys):
     pan_json.write_text(json.dumps(data))
     rc, err = _check(capsys, "ade20k_panoptic_val", "--expect", "reduced")
     assert rc == 2 and f"segment id {dropped['id']} has no segment in the JSON" in err
+
+    # a segment of a category the dataset does not have
+    data["annotations"][1]["segments_info"][0]["category_id"] = 999
+    pan_json.write_text(json.dumps(data))
+    rc, err = _check(capsys, "ade20k_panoptic_val", "--expect", "reduced")
+    assert rc == 2 and "an annotation names category 999, not one of the dataset's" in err
 
     # a wrong class count
     cats = json.loads((pascal / "categories_59.json").read_text())

@@ -196,6 +196,8 @@ def _record_problems(rec: dict, spec: dict) -> list[str]:
             problems.append(f"{rec['pan_seg_file_name']}: panoptic PNG missing (image {rec['file_name']})")
         else:
             problems += _panoptic_problems(rec, spec["covered_stuff"])
+    if spec["annotated"] and not rec.get("annotations", [None]):
+        problems.append(f"{rec['file_name']}: image has no annotation in the split file")
     for k, ann in enumerate(rec.get("annotations", [])):
         if "area" in ann and float(ann["area"]) <= 0:
             problems.append(f"{rec['file_name']}: annotation {k} is empty (area {ann['area']})")
@@ -287,7 +289,9 @@ def _check(name: str, expect: str, workers: int, progress) -> tuple[list[str], d
         class_problems, num_classes = _check_classes(name, meta)
     except DatasetNotFoundError as err:
         return [f"{name}: " + " ".join(str(err).split())], {}
-    except (KeyError, ValueError, OSError) as err:
+    except KeyError as err:  # the panoptic loader maps every segment's category
+        return [f"{name}: cannot be loaded: an annotation names category {err}, not one of the dataset's"], {}
+    except (ValueError, OSError) as err:
         return [f"{name}: cannot be loaded: {type(err).__name__}: {err}"], {}
     problems = [f"{name}: {p}" if not p.startswith(name) else p for p in class_problems]
     root = datasets_root()
@@ -305,7 +309,8 @@ def _check(name: str, expect: str, workers: int, progress) -> tuple[list[str], d
     if not records:
         problems.append(f"{name}: no images")
     spec = {"num_classes": num_classes, "ignore": int(meta.get("ignore_label", 255)),
-            "covered_stuff": name in COVERED_STUFF_ALLOWED}
+            "covered_stuff": name in COVERED_STUFF_ALLOWED,
+            "annotated": name.startswith("coco_instance_")}  # split files keep annotated images only
     try:
         records = _records_with_area(name, records, meta)
     except (OSError, ValueError) as err:

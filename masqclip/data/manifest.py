@@ -1,5 +1,6 @@
 """The manifest a preparation writes: which registered datasets it made, their image counts and
-class-table hashes, the preparation's arguments and the masqclip version.
+class-table hashes, the preparation's arguments, the masqclip version and a hash of the
+preparation code and category tables.
 
 It lives at ``<datasets root>/.prepared/<preparation>.json`` (e.g. ``.prepared/ade20k-150.json``);
 ``masqclip check-data`` reads it and training / evaluation runs record it, so a result names the
@@ -73,6 +74,7 @@ def write_manifest(root: Path | str, preparation: str, datasets: Iterable[str], 
         else:
             os.environ[DATASETS_ENV] = previous
     manifest = {"format": FORMAT, "preparation": preparation, "masqclip_version": __version__,
+                "preparation_code_sha256": preparation_code_hash(),
                 "args": {k: v for k, v in sorted(args.items()) if k not in ("root", "output", "workers")},
                 "datasets": data}
     path = manifest_path(root, preparation)
@@ -81,6 +83,15 @@ def write_manifest(root: Path | str, preparation: str, datasets: Iterable[str], 
     tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+def preparation_code_hash() -> str:
+    """Hash of the preparation code and the category tables it writes (changes whenever either does)."""
+    here = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted([*(here / "prepare").glob("*.py"), *(here / "categories").glob("*.json")]):
+        digest.update(path.name.encode("utf-8") + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def read_manifest(root: Path | str, preparation: str) -> dict | None:
