@@ -230,3 +230,13 @@ def test_synthetic_world_meets_its_own_expectations(tiny_world, tmp_path, capsys
     rc, err = _check(capsys, "synthetic", "--root", str(world))
     assert rc == 2 and "synthetic_cross_sem_seg_val: 5 images, expected 6" in err
     assert "manifest records images 6" in err
+
+
+def test_same_data_same_manifest_wherever_and_however_prepared(tmp_path):
+    args = ["--num-train", "2", "--num-val", "2", "--crops-train", "1", "--crops-val", "1", "--image-size", "64"]
+    assert cli(["prepare", "synthetic", "--output", str(tmp_path / "a"), *args]) == 0
+    assert cli(["prepare", "synthetic", "--output", str(tmp_path / "b"), *args, "--workers", "2"]) == 0
+    first, second = ((tmp_path / r / ".prepared/synthetic.json").read_bytes() for r in ("a", "b"))
+    assert first == second  # no path, time or worker count in it
+    assert cli(["prepare", "synthetic", "--output", str(tmp_path / "c"), *args, "--seed", "5"]) == 0
+    assert (tmp_path / "c/.prepared/synthetic.json").read_bytes() != first  # other data, other manifest
