@@ -7,14 +7,18 @@
   come from its ``world.json``. ``expect="reduced"`` (tiny test fixtures, subsets) skips them.
 - **the class table**: count, names and ids against the official tables where they are fixed
   (COCO splits and panoptic, ADE20K-150 panoptic with colours, ADE20K-847), the class count where
-  the names come from the release's own files (ADE20K-150 semantic, Pascal Context), and for every
-  COCO-format JSON the categories it holds against the dataset's metadata.
-- **every image has its annotation**: image files exist, every image of the image folder has its
-  label file, every panoptic annotation has its PNG, and label maps have the image's size.
+  the names come from the release's own files (ADE20K-150 semantic, Pascal Context), and the
+  synthetic world's JSON categories against the package's table.
+- **every image has its annotation**: image files exist; semantic sets: every image of the image
+  folder has its label file (Pascal Context: every image of the split list); panoptic sets: every
+  image of the JSON has its annotation and PNG; COCO split files: every image has an annotation;
+  label maps and panoptic PNGs have their image's size.
 - **label values** in ``0..K-1`` or the ignore label.
-- **segments**: non-empty (``area > 0``), every id of a panoptic PNG has its JSON segment, every
-  JSON segment is in the PNG (except ADE20K-150 stuff that things cover completely, which the
-  official preparation keeps), categories known to the dataset.
+- **segments**: panoptic segments non-empty (``area > 0``), every id of a panoptic PNG has its JSON
+  segment, every JSON segment is in the PNG (except ADE20K-150 stuff that things cover completely,
+  which the official preparation keeps), categories known to the dataset. Instance annotations
+  must be non-empty in the synthetic world only: a real release may hold degenerate ones (boxes
+  under a pixel), which training drops, and they are no reason to stop a run.
 """
 from __future__ import annotations
 
@@ -198,9 +202,10 @@ def _record_problems(rec: dict, spec: dict) -> list[str]:
             problems += _panoptic_problems(rec, spec["covered_stuff"])
     if spec["annotated"] and not rec.get("annotations", [None]):
         problems.append(f"{rec['file_name']}: image has no annotation in the split file")
-    for k, ann in enumerate(rec.get("annotations", [])):
-        if "area" in ann and float(ann["area"]) <= 0:
-            problems.append(f"{rec['file_name']}: annotation {k} is empty (area {ann['area']})")
+    if spec["empty_instances_fatal"]:  # real COCO has a few degenerate boxes; the loaders drop them
+        for k, ann in enumerate(rec.get("annotations", [])):
+            if "area" in ann and float(ann["area"]) <= 0:
+                problems.append(f"{rec['file_name']}: annotation {k} is empty (area {ann['area']})")
     return problems
 
 
@@ -310,7 +315,8 @@ def _check(name: str, expect: str, workers: int, progress) -> tuple[list[str], d
         problems.append(f"{name}: no images")
     spec = {"num_classes": num_classes, "ignore": int(meta.get("ignore_label", 255)),
             "covered_stuff": name in COVERED_STUFF_ALLOWED,
-            "annotated": name.startswith("coco_instance_")}  # split files keep annotated images only
+            "annotated": name.startswith("coco_instance_"),  # split files keep annotated images only
+            "empty_instances_fatal": name.startswith("synthetic")}
     try:
         records = _records_with_area(name, records, meta)
     except (OSError, ValueError) as err:
