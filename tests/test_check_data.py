@@ -224,6 +224,13 @@ def test_synthetic_world_meets_its_own_expectations(tiny_world, tmp_path, capsys
     tags = data_tags(["synthetic_panoptic_train"])
     assert list(tags) == ["data.synthetic_panoptic_train"] and tags["data.synthetic_panoptic_train"].startswith(
         "synthetic sha256:")
+    # an empty instance annotation
+    ann_file = world / "synthetic/annotations/instances_val_all.json"
+    data = json.loads(ann_file.read_text())
+    data["annotations"][0]["area"] = 0
+    ann_file.write_text(json.dumps(data))
+    rc, err = _check(capsys, "synthetic_instance_val_all", "--root", str(world))
+    assert rc == 2 and "annotation 0 is empty (area 0)" in err
     # an image removed after preparation: the world's own count and the manifest both disagree
     (world / "synthetic/images/cross_val/000001.png").unlink()
     (world / "synthetic/semantic_cross_val/000001.png").unlink()
