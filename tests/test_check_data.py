@@ -201,10 +201,21 @@ def test_corrupted_fixtures_are_refused_with_one_clear_line(root, capsys):
     rc2, err2 = _check(capsys, "pascal-context-59", "--expect", "reduced", "--workers", "2")
     assert (rc2, err2) == (rc, err)  # worker processes find the same problems
 
-    # a class table that is not the official one (ADE20K-847 derived on the fixture index)
-    assert cli(["prepare", "ade20k-847", "--max-short-side", "20", "--categories", "derived"]) == 0
+    # a class table that is not the official one, by accident: refused
+    table_file = root / "ADE20K_2021_17_01/categories_847.json"
+    table = json.loads(table_file.read_text())
+    table[5]["name"] = "flooring"
+    table_file.write_text(json.dumps(table))
     rc, err = _check(capsys, "ade20k-847", "--expect", "reduced")
-    assert rc == 2 and "3 classes, expected 847" in err
+    assert rc == 2 and "categories_847.json: class 976 has name 'flooring', expected 'floor, flooring'" in err
+    # ... on purpose (--categories derived): the manifest says so, the check notes it and passes
+    assert cli(["prepare", "ade20k-847", "--max-short-side", "20", "--categories", "derived"]) == 0
+    manifest = json.loads((root / ".prepared/ade20k-847.json").read_text())
+    assert manifest["departs_from_official"] == ["class table: derived from the index",
+                                                 "images: shorter side limited to 20, not 512"]
+    rc = cli(["check-data", "ade20k-847", "--expect", "reduced"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "note: ade20k_full_sem_seg_val: " in out and "3 classes, expected 847" in out
     for line in err.strip().splitlines():
         assert line.startswith("masqclip check-data ")  # one line per problem, no traceback
 

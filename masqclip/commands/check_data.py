@@ -56,8 +56,11 @@ def main(args) -> int:
     if manifest is None and args.name not in DatasetCatalog:
         problems.append(f"{root}/.prepared/{args.name}.json: no manifest (run 'masqclip prepare {args.name}')")
     for name in names:
+        departs = [d for d in (manifest or {}).get("departs_from_official", []) if d.startswith("class table")]
         found, summary = check_dataset(name, args.expect, workers=max(1, args.workers),
-                                       progress=lambda line: print(line, flush=True))
+                                       progress=lambda line: print(line, flush=True), table_departs=bool(departs))
+        for note in summary.get("notes", []):
+            print(f"note: {note}")
         problems += found
         recorded = (manifest or {}).get("datasets", {}).get(name)
         if recorded and summary:

@@ -264,11 +264,17 @@ def _limit(lines: list[str]) -> list[str]:
 
 
 def check_dataset(name: str, expect: str = "full", workers: int = 1,
-                  progress: Callable[[str], None] | None = None) -> tuple[list[str], dict]:
+                  progress: Callable[[str], None] | None = None,
+                  table_departs: bool = False) -> tuple[list[str], dict]:
     """Check one registered dataset under the current datasets root.
 
+    Args:
+        table_departs: the preparation chose a class table other than the official one on purpose
+            (its manifest says so): differences from the official table are notes, not problems.
+
     Returns:
-        (problems, one line each, prefixed with the dataset name; summary {"images", "classes"}).
+        (problems, one line each, prefixed with the dataset name; summary {"images", "classes",
+        "notes"}).
     """
     from .catalog import DatasetCatalog
     from .datasets.common import forget_lazy_metadata
@@ -279,12 +285,12 @@ def check_dataset(name: str, expect: str = "full", workers: int = 1,
         return [f"{name}: not a registered dataset"], {}
     forget_lazy_metadata(name)  # read class names from the files on disk now
     try:
-        return _check(name, expect, workers, progress)
+        return _check(name, expect, workers, progress, table_departs)
     finally:
         forget_lazy_metadata(name)  # and leave no names read under this root behind
 
 
-def _check(name: str, expect: str, workers: int, progress) -> tuple[list[str], dict]:
+def _check(name: str, expect: str, workers: int, progress, table_departs: bool) -> tuple[list[str], dict]:
     from .catalog import DatasetCatalog, MetadataCatalog
     from .datasets.common import DatasetNotFoundError, datasets_root
 
@@ -298,7 +304,9 @@ def _check(name: str, expect: str, workers: int, progress) -> tuple[list[str], d
         return [f"{name}: cannot be loaded: an annotation names category {err}, not one of the dataset's"], {}
     except (ValueError, OSError) as err:
         return [f"{name}: cannot be loaded: {type(err).__name__}: {err}"], {}
-    problems = [f"{name}: {p}" if not p.startswith(name) else p for p in class_problems]
+    class_problems = [f"{name}: {p}" if not p.startswith(name) else p for p in class_problems]
+    notes = [f"{p} (departs from the official table, as prepared)" for p in class_problems] if table_departs else []
+    problems = [] if table_departs else class_problems
     root = datasets_root()
     want = synthetic_counts(name, root) if name.startswith("synthetic") else None
     if want is None and expect == "full":
@@ -336,7 +344,7 @@ def _check(name: str, expect: str, workers: int, progress) -> tuple[list[str], d
             per_image += _record_problems(rec, spec)
     per_image += _unannotated_images(records, meta)
     problems += [f"{name}: {p}" for p in _limit(per_image)]
-    return problems, {"images": len(records), "classes": num_classes}
+    return problems, {"images": len(records), "classes": num_classes, "notes": notes}
 
 
 def datasets_of(target: str, root: Path) -> list[str] | None:

@@ -57,8 +57,10 @@ def summarize(name: str) -> dict[str, Any]:
         forget_lazy_metadata(name)  # class names were read from files under the current root
 
 
-def write_manifest(root: Path | str, preparation: str, datasets: Iterable[str], args: dict[str, Any]) -> Path:
-    """Write ``<root>/.prepared/<preparation>.json`` for the registered ``datasets`` it made."""
+def write_manifest(root: Path | str, preparation: str, datasets: Iterable[str], args: dict[str, Any],
+                   departures: list[str] | None = None) -> Path:
+    """Write ``<root>/.prepared/<preparation>.json`` for the registered ``datasets`` it made;
+    ``departures``: how the options make the data depart from the official preparation."""
     from .. import __version__
     import os
 
@@ -76,7 +78,7 @@ def write_manifest(root: Path | str, preparation: str, datasets: Iterable[str], 
     manifest = {"format": FORMAT, "preparation": preparation, "masqclip_version": __version__,
                 "preparation_code_sha256": preparation_code_hash(),
                 "args": {k: v for k, v in sorted(args.items()) if k not in ("root", "output", "workers")},
-                "datasets": data}
+                "datasets": data, "departs_from_official": list(departures or [])}
     path = manifest_path(root, preparation)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")

@@ -19,28 +19,29 @@ def root_from_args(args) -> Path:
     return Path(args.root or os.environ.get(DATASETS_ENV) or DEFAULT_DATASETS_ROOT)
 
 
-def run_reporting_missing(command: str, fn: Callable[[], object], *, args=None, datasets=()) -> int:
+def run_reporting_missing(command: str, fn: Callable[[], object], *, args=None, datasets=(), departures=()) -> int:
     """Run a preparation; a missing raw input is one clear message and exit status 2, not a traceback.
 
     With ``args`` (the parsed command line) and ``datasets`` (the registered names the preparation
-    made), a successful run ends by writing the manifest ``<root>/.prepared/<command>.json``.
+    made), a successful run ends by writing the manifest ``<root>/.prepared/<command>.json``;
+    ``departures`` lists the ways the options make the data depart from the official preparation.
     """
     try:
         fn()
         if args is not None:
-            write_prepared_manifest(command, args, datasets)
+            write_prepared_manifest(command, args, datasets, departures=departures)
     except DatasetNotFoundError as err:
         print(f"masqclip prepare {command}: {err}", file=sys.stderr)
         return 2
     return 0
 
 
-def write_prepared_manifest(command: str, args, datasets, root: Path | None = None) -> Path:
+def write_prepared_manifest(command: str, args, datasets, root: Path | None = None, departures=()) -> Path:
     """Write the manifest of a finished preparation (see :mod:`masqclip.data.manifest`)."""
     from ..manifest import write_manifest
 
     options = {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in ("command", "dataset")}
-    path = write_manifest(root or root_from_args(args), command, list(datasets), options)
+    path = write_manifest(root or root_from_args(args), command, list(datasets), options, list(departures))
     print(f"manifest: {path}")
     return path
 

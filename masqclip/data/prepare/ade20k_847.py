@@ -160,7 +160,19 @@ def registered_datasets(args) -> list[str]:
     return ["ade20k_full_sem_seg_val"]
 
 
+def departures(args) -> list[str]:
+    """How the options make the data depart from the official preparation (recorded in the manifest)."""
+    out = []
+    if args.categories not in ("", "official"):
+        out.append("class table: " + ("derived from the index" if args.categories == "derived" else args.categories))
+    if args.keep_original_images:
+        out.append("images: originals kept where no resizing was needed")
+    if args.max_short_side != 512:
+        out.append(f"images: shorter side limited to {args.max_short_side}, not 512")
+    return out
+
+
 def main(args) -> int:
     return run_reporting_missing(COMMAND, lambda: prepare_ade20k_847(
         root_from_args(args), args.categories, args.max_short_side, args.keep_original_images),
-        args=args, datasets=registered_datasets(args))
+        args=args, datasets=registered_datasets(args), departures=departures(args))
