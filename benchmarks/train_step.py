@@ -25,7 +25,6 @@ from pathlib import Path
 import torch
 
 from masqclip.config import setup_cfg
-from masqclip.data import datasets  # noqa: F401  (registers the dataset names)
 from masqclip.data.build import build_train_loader
 from masqclip.data.synthetic import WorldConfig, generate_world
 from masqclip.engine.defaults import build_trainer

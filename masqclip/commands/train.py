@@ -47,7 +47,6 @@ def train_worker(args) -> int:
     """One training process (rank from the environment)."""
     import os
 
-    from ..data import datasets  # noqa: F401  (registers the dataset names)
     from ..data.build import build_train_loader
     from ..engine.defaults import default_setup, evaluate_datasets, run_training
     from ..engine.launch import detect_env, init_distributed, is_main_process

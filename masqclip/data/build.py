@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from . import datasets as _datasets  # noqa: F401  (registers the dataset names)
 from .catalog import DatasetCatalog
 from .mapper import DatasetMapper
 

@@ -98,7 +98,6 @@ def evaluate_datasets(cfg, model: nn.Module, dataset_names: Iterable[str], outpu
         model: the (unwrapped) model; put in eval mode during inference, restored after.
         output_dir: evaluators write their files under ``output_dir/<dataset>`` ("" / None: nowhere).
     """
-    from ..data import datasets  # noqa: F401  (registers the dataset names)
     from ..data.build import build_test_loader
     from ..evaluation import build_evaluator, inference_on_dataset
 
