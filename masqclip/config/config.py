@@ -4,12 +4,15 @@
 expect: ``merge_from_file`` (YAML with ``_BASE_`` inheritance, relative to the including file),
 ``merge_from_list`` (``KEY VALUE`` pairs from a command line) and ``freeze``. Unknown keys are
 errors that name the key and the file. YAML is read with a safe loader, so a config never runs code.
+Setting a key that is accepted but ignored (``defaults.IGNORED_KEYS``) to a value other than its
+default logs one warning line naming the key(s) and the file.
 """
 from __future__ import annotations
 
 import ast
 import copy
 import io
+import logging
 import os
 from typing import Any, Iterable
 
@@ -18,6 +21,9 @@ import yaml
 BASE_KEY = "_BASE_"
 # Value types that may replace each other when merging (YAML has no tuples; CLI strings are parsed).
 _COMPATIBLE = [(tuple, list), (list, tuple), (int, float)]
+COMMAND_LINE = "the command line"
+logger = logging.getLogger("masqclip.config")
+_warned: set[str] = set()  # one warning per (source, keys, values) and process
 
 
 class ConfigError(ValueError):
@@ -77,12 +83,15 @@ class CfgNode(dict):
     def merge_from_file(self, path: str | os.PathLike) -> "CfgNode":
         """Merge a YAML file (and, first, every file its ``_BASE_`` chain names) into this tree."""
         self._check_mutable()
-        _merge_into(self, load_yaml_with_base(path), source=str(path))
+        data = load_yaml_with_base(path)
+        _merge_into(self, data, source=str(path))
+        warn_ignored_keys(_leaves(data), str(path))
         return self
 
     def merge_from_other_cfg(self, other: dict, source: str = "<dict>") -> "CfgNode":
         self._check_mutable()
         _merge_into(self, other, source=source)
+        warn_ignored_keys(_leaves(other), source)
         return self
 
     def merge_from_list(self, opts: Iterable[str]) -> "CfgNode":
@@ -91,16 +100,19 @@ class CfgNode(dict):
         opts = list(opts)
         if len(opts) % 2:
             raise ConfigError(f"overrides must be KEY VALUE pairs, got an odd number: {opts}")
+        merged = []
         for full_key, raw in zip(opts[0::2], opts[1::2]):
             node, parts = self, full_key.split(".")
             for depth, part in enumerate(parts[:-1]):
                 if part not in node or not isinstance(node[part], CfgNode):
-                    raise ConfigError(_unknown_key('.'.join(parts[:depth + 1]), "the command line"))
+                    raise ConfigError(_unknown_key('.'.join(parts[:depth + 1]), COMMAND_LINE))
                 node = node[part]
             leaf = parts[-1]
             if leaf not in node:
-                raise ConfigError(_unknown_key(full_key, "the command line"))
-            node[leaf] = _coerce(_parse_literal(raw), node[leaf], full_key, "the command line")
+                raise ConfigError(_unknown_key(full_key, COMMAND_LINE))
+            node[leaf] = _coerce(_parse_literal(raw), node[leaf], full_key, COMMAND_LINE)
+            merged.append((full_key, node[leaf]))
+        warn_ignored_keys(merged, COMMAND_LINE)
         return self
 
     def _check_mutable(self) -> None:
@@ -131,6 +143,53 @@ class CfgNode(dict):
 
 def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
+
+
+def _leaves(tree: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    """``[("MODEL.WEIGHTS", value), ...]`` of a nested dict."""
+    out: list[tuple[str, Any]] = []
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.extend(_leaves(value, f"{prefix}{key}."))
+        else:
+            out.append((f"{prefix}{key}", value))
+    return out
+
+
+def ignored_settings(pairs: Iterable[tuple[str, Any]]) -> list[tuple[str, Any, str]]:
+    """``(key, value, why ignored)`` of each pair that sets an ignored key to a non-default value."""
+    from .defaults import _C, ignored_reason
+
+    found = []
+    for key, value in pairs:
+        reason = ignored_reason(key)
+        if reason is None:
+            continue
+        default: Any = _C
+        try:
+            for part in key.split("."):
+                default = default[part]
+        except (KeyError, TypeError):  # a tree other than the defaults'
+            continue
+        try:
+            value = _coerce(value, default, key, "")
+        except ConfigError:
+            pass
+        if _plain(value) != _plain(default):
+            found.append((key, value, reason))
+    return found
+
+
+def warn_ignored_keys(pairs: Iterable[tuple[str, Any]], source: str) -> None:
+    """Log one line naming the ignored keys ``pairs`` set away from their defaults (once per process)."""
+    found = ignored_settings(pairs)
+    if not found:
+        return
+    listed = ", ".join(f"{key}={_plain(value)!r} [{reason}]" for key, value, reason in found)
+    message = f"{source}: keys accepted but ignored by masqclip, set away from their defaults: {listed}"
+    if message not in _warned:
+        _warned.add(message)
+        logger.warning(message)
 
 
 def _parse_literal(raw: Any) -> Any:
@@ -169,7 +228,7 @@ REMOVED_KEYS = {
 
 
 def _unknown_key(key: str, source: str) -> str:
-    where = "(from the command line)" if source == "the command line" else f"in {source}"
+    where = f"(from {COMMAND_LINE})" if source == COMMAND_LINE else f"in {source}"
     hint = REMOVED_KEYS.get(key)
     return f"unknown config key {key!r} {where}" + (f": it was removed; {hint}" if hint else "")
 

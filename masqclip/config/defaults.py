@@ -2,7 +2,8 @@
 
 Official Mask2Former / MasQCLIP YAML files load into this tree unchanged (their ``eval`` tags
 aside, see ``config.py``). Keys that are ours, not detectron2's or Mask2Former's, are marked
-"(masqclip)". Bump ``VERSION`` when a key changes meaning.
+"(masqclip)". Bump ``VERSION`` when a key changes meaning. Keys accepted for compatibility but
+never read are listed, with the reason, in ``IGNORED_KEYS`` at the end of this file.
 """
 from .config import CfgNode as CN
 
@@ -60,7 +61,7 @@ _C.MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS = 6
 _C.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = ["res3", "res4", "res5"]
 _C.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS = 4
 _C.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 8
-# --- (masqclip) mask generator network keys (issue 2): values Mask2Former hard-codes ---
+# --- (masqclip) mask generator network keys: values Mask2Former hard-codes ---
 _C.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD = 1024  # FFN width of the deformable encoder
 # --- end (masqclip) mask generator network keys ---
 
@@ -93,7 +94,8 @@ _C.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD = 0.8
 _C.MODEL.MASK_FORMER.TEST.OVERLAP_THRESHOLD = 0.8
 _C.MODEL.MASK_FORMER.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE = False
 
-# Swin backbone keys: accepted so Mask2Former's Swin configs parse; no Swin backbone is built here.
+# Swin backbone keys: accepted so Mask2Former's Swin configs parse; no Swin backbone is built here
+# (IGNORED_KEYS).
 _C.MODEL.SWIN = CN()
 _C.MODEL.SWIN.PRETRAIN_IMG_SIZE = 224
 _C.MODEL.SWIN.PATCH_SIZE = 4
@@ -222,7 +224,7 @@ _C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
 _C.SOLVER.AMP = CN()
 _C.SOLVER.AMP.ENABLED = True  # used on CUDA only
 _C.SOLVER.AMP.DTYPE = "float16"  # (masqclip) float16 | bfloat16
-# (masqclip) engine (issue #4): progress logging and data parallelism.
+# (masqclip) engine: progress logging and data parallelism.
 _C.SOLVER.LOG_PERIOD = 20  # (masqclip) iterations between metric rows / log lines
 _C.SOLVER.LOG_SECONDS = 60.0  # (masqclip) also write a log line when this many seconds passed
 _C.SOLVER.DDP_FIND_UNUSED_PARAMETERS = False  # (masqclip) DistributedDataParallel option
@@ -242,7 +244,7 @@ _C.TEST.AUG.FLIP = True
 _C.TEST.PRECISE_BN = CN()
 _C.TEST.PRECISE_BN.ENABLED = False
 _C.TEST.PRECISE_BN.NUM_ITER = 200
-# --- (masqclip) evaluation keys (issue 7, masqclip/evaluation/) ---
+# --- (masqclip) evaluation keys (masqclip/evaluation/) ---
 # Class-agnostic proposal recall (the distillation diagnostic): AR@k for k in TOPK at IOU_THRESHOLD,
 # mAR@k averaged over MEAN_IOU_THRESHOLDS; reported for all, base and novel ground truth.
 _C.TEST.PROPOSAL_RECALL = CN()
@@ -253,7 +255,7 @@ _C.TEST.PROPOSAL_RECALL.IOU_THRESHOLD = 0.5
 # objects. 0.8 = the paper's distillation alpha, the score at which a teacher mask counts as found.
 _C.TEST.PROPOSAL_RECALL.SCORE_THRESHOLD = 0.8
 _C.TEST.PROPOSAL_RECALL.MEAN_IOU_THRESHOLDS = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
-_C.TEST.INFERENCE_LOG_PERIOD = 50  # inference_on_dataset logs progress every this many batches
+_C.TEST.INFERENCE_LOG_PERIOD = 50  # evaluation logs progress (images/s, ETA) every this many batches; 0 = never
 # --- end (masqclip) evaluation keys ---
 
 # ---------------------------------------------------------------------------------------------
@@ -266,7 +268,7 @@ _C.VIS_PERIOD = 0
 _C.GLOBAL = CN()
 _C.GLOBAL.HACK = 1.0
 
-# (masqclip) MLflow tracking (issue #4); never fatal to a job.
+# (masqclip) MLflow tracking; never fatal to a job.
 _C.TRACKING = CN()
 _C.TRACKING.ENABLED = True
 _C.TRACKING.URI = ""  # "" = $MLFLOW_TRACKING_URI, else sqlite:///results/mlflow.db (relative to CWD)
@@ -275,3 +277,55 @@ _C.TRACKING.RETRIES = 3  # attempts per call before tracking is switched off for
 _C.TRACKING.BACKOFF_SECONDS = 0.5  # first retry delay, doubled each attempt
 _C.TRACKING.HTTP_TIMEOUT = 10  # default MLFLOW_HTTP_REQUEST_TIMEOUT (seconds) when unset
 _C.TRACKING.HTTP_RETRIES = 1  # default MLFLOW_HTTP_REQUEST_MAX_RETRIES when unset
+
+# ---------------------------------------------------------------------------------------------
+# Accepted but ignored
+# ---------------------------------------------------------------------------------------------
+# Keys (or whole sections) that exist so detectron2, Mask2Former and MasQCLIP configs load, but
+# that this implementation never reads: key -> why. Loading a config that sets one to a value other
+# than its default logs a one-line warning naming the key(s) and the file (``config.py``).
+# tests/test_config_keys.py checks that every key not listed here is read somewhere in the package.
+IGNORED_KEYS: dict[str, str] = {
+    "MODEL.MASK_ON": "an R-CNN switch; these models always predict masks",
+    "MODEL.LOAD_PROPOSALS": "precomputed R-CNN proposals; the queries are the proposals",
+    "MODEL.KEYPOINT_ON": "no keypoint head",
+    "MODEL.RESNETS.STEM_TYPE": "the stem is always the basic 7x7 convolution + max-pool",
+    "MODEL.RESNETS.RES5_MULTI_GRID": "no DeepLab multi-grid dilation in res5",
+    "MODEL.RESNETS.DEFORM_MODULATED": "deformable convolutions are not built (DEFORM_ON_PER_STAGE refuses them)",
+    "MODEL.RESNETS.DEFORM_NUM_GROUPS": "deformable convolutions are not built (DEFORM_ON_PER_STAGE refuses them)",
+    "MODEL.SEM_SEG_HEAD.NAME": "the head is always MaskFormerHead (pixel decoder + transformer decoder)",
+    "MODEL.MASK_FORMER.ENC_LAYERS": "MaskFormer v1's encoder over res5; the masked-attention decoder has none",
+    "MODEL.SWIN": "no Swin backbone is built",
+    "INPUT.MIN_SIZE_TRAIN": "training resizes by large-scale jitter (INPUT.IMAGE_SIZE, MIN_SCALE, MAX_SCALE)",
+    "INPUT.MIN_SIZE_TRAIN_SAMPLING": "training resizes by large-scale jitter (INPUT.IMAGE_SIZE, MIN_SCALE, MAX_SCALE)",
+    "INPUT.MAX_SIZE_TRAIN": "training resizes by large-scale jitter (INPUT.IMAGE_SIZE, MIN_SCALE, MAX_SCALE)",
+    "INPUT.FORMAT": "images are always read as RGB (PIXEL_MEAN / PIXEL_STD are in RGB order)",
+    "INPUT.MASK_FORMAT": "polygons and RLE are both decoded to bitmasks",
+    "INPUT.CROP": "Mask2Former's semantic-segmentation crop; training crops by large-scale jitter",
+    "INPUT.DATASET_MAPPER_NAME": "one mapper reads every dataset format; training augmentation is always LSJ",
+    "INPUT.COLOR_AUG_SSD": "no colour augmentation",
+    "INPUT.SIZE_DIVISIBILITY": "images are padded to MODEL.MASK_FORMER.SIZE_DIVISIBILITY",
+    "DATASETS.PROPOSAL_FILES_TRAIN": "precomputed R-CNN proposals",
+    "DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TRAIN": "precomputed R-CNN proposals",
+    "DATASETS.PROPOSAL_FILES_TEST": "precomputed R-CNN proposals",
+    "DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TEST": "precomputed R-CNN proposals",
+    "DATALOADER.ASPECT_RATIO_GROUPING": "LSJ training crops are all square",
+    "DATALOADER.SAMPLER_TRAIN": "training order is always a seeded shuffle per epoch (as TrainingSampler's)",
+    "DATALOADER.REPEAT_THRESHOLD": "no repeat-factor sampling",
+    "SOLVER.REFERENCE_WORLD_SIZE": "no automatic rescaling of batch and learning rate; IMS_PER_BATCH is global",
+    "TEST.EXPECTED_RESULTS": "detectron2's regression check of final metrics",
+    "TEST.AUG": "no test-time augmentation (the paper evaluates at one scale)",
+    "TEST.PRECISE_BN": "no precise-BN pass (the norms are frozen BN and GroupNorm)",
+    "VIS_PERIOD": "no visualisation during training (masqclip predict draws predictions)",
+    "GLOBAL.HACK": "a detectron2 placeholder",
+}
+
+
+def ignored_reason(key: str) -> str | None:
+    """Why ``key`` (e.g. ``"TEST.AUG.FLIP"``) is ignored, or None when the code reads it."""
+    parts = key.split(".")
+    for depth in range(len(parts), 0, -1):
+        reason = IGNORED_KEYS.get(".".join(parts[:depth]))
+        if reason is not None:
+            return reason
+    return None

@@ -29,7 +29,7 @@ AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def default_setup(cfg, *, rank: int | None = None):
-    """Create OUTPUT_DIR, set up logging, fix the seed and write ``config.yaml`` (rank 0).
+    """Create OUTPUT_DIR, set up logging, fix the seed, apply ``CUDNN_BENCHMARK`` and write ``config.yaml`` (rank 0).
 
     Args:
         cfg: the job's config; ``SEED < 0`` draws one seed on rank 0 and shares it with every rank.
@@ -46,6 +46,7 @@ def default_setup(cfg, *, rank: int | None = None):
     cfg.SEED = int(seed)
     cfg.freeze()
     seed_all(cfg.SEED + rank)
+    torch.backends.cudnn.benchmark = bool(cfg.CUDNN_BENCHMARK)
     if rank == 0:
         with open(os.path.join(cfg.OUTPUT_DIR, CONFIG_DUMP), "w", encoding="utf-8") as fh:
             fh.write(cfg.dump())
@@ -107,7 +108,8 @@ def evaluate_datasets(cfg, model: nn.Module, dataset_names: Iterable[str], outpu
         evaluator = build_evaluator(cfg, name, folder)
         if hasattr(model, "set_dataset_vocabulary"):  # open-vocabulary models classify with each set's classes
             model.set_dataset_vocabulary(name)
-        results[name] = inference_on_dataset(model, build_test_loader(cfg, name), evaluator)
+        results[name] = inference_on_dataset(model, build_test_loader(cfg, name), evaluator,
+                                             log_period=cfg.TEST.INFERENCE_LOG_PERIOD)
     return results
 
 
