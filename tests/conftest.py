@@ -9,7 +9,8 @@ Three things a fresh clone may not have:
 
 Where one is absent its tests skip, naming what is missing, unless the environment asks for it:
 ``MASQCLIP_REQUIRE_SHARED=1``, ``MASQCLIP_REQUIRE_SLURM=1`` or ``MASQCLIP_REQUIRE_GPU=1`` turn the
-absence into a failure (``.ci/run`` sets the first two, ``.ci/gpu-check`` the third).
+absence into a failure (``.ci/run`` sets the first two; a GPU check sets the third:
+``MASQCLIP_REQUIRE_GPU=1 python -m pytest -m gpu``).
 """
 from __future__ import annotations
 
