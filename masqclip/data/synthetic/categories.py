@@ -1,7 +1,7 @@
 """The categories of the synthetic world: named things (base / novel) and two worlds of stuff.
 
 A thing's identity is carried mainly by its appearance, a (hue, texture) pair, with its shape as
-a secondary cue (DESIGN section 7: a tiny ViT learns colour + texture much faster than shape).
+a secondary cue (docs/method.md#the-miniature: a tiny ViT learns colour + texture much faster than shape).
 Each hue is used by at most two things, which then differ in texture; each novel thing shares its
 hue with one base thing and its texture with another, so novel classes are new combinations of
 seen attributes. Two pairs of base things share a hue (red, yellow), so telling base classes apart

@@ -5,7 +5,7 @@ Crops come as ``<root>/{train,val}.jsonl`` with one ``{"file", "category", "capt
 for a world with few categories: a batch holds many crops of the same category, so every
 caption of the same category counts as a positive (soft targets spread evenly over them) instead
 of as a false negative. AdamW, linear warm-up, cosine decay, gradient-norm clipping (without
-warm-up the tiny model collapses, DESIGN section 7). Evaluation: zero-shot top-1 accuracy of the
+warm-up the tiny model collapses, docs/method.md#the-miniature). Evaluation: zero-shot top-1 accuracy of the
 val crops over all categories, with the bare class names as prompts (synonyms averaged), exactly
 as MasQ-Tuning embeds its vocabularies.
 """

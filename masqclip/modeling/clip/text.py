@@ -4,8 +4,9 @@ A vocabulary is a list of classes; a class is a list of synonyms. Classes are se
 (or are list items), synonyms by ",": ``"cat; kitty, dog"`` -> ``[["cat"], ["kitty", "dog"]]`` and
 ``["wall, brick wall", "sky"]`` -> ``[["wall", "brick wall"], ["sky"]]``.
 
-Embeddings follow DESIGN section 2: the CLIP text encoder on the bare names (no prompt template),
-synonyms averaged, then L2-normalised; "background" is appended as the last row.
+Embeddings follow the official recipe (docs/method.md#stage-c-masq-tuning): the CLIP text encoder
+on the bare names (no prompt template), synonyms averaged, then L2-normalised; "background" is
+appended as the last row.
 """
 from __future__ import annotations
 

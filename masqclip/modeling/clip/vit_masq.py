@@ -1,4 +1,4 @@
-"""Mask class tokens in an open_clip vision transformer (MasQCLIP, DESIGN section 2, stage C).
+"""Mask class tokens in an open_clip vision transformer (MasQCLIP; docs/method.md#stage-c-masq-tuning).
 
 ``MasQCLIP`` wraps an OpenAI-style open_clip ``VisionTransformer`` (conv1, class/positional
 embeddings, ln_pre, ``ResidualAttentionBlock``s with ``nn.MultiheadAttention``, ln_post, proj) and

@@ -1,6 +1,6 @@
 """Progressive distillation: which of a frozen teacher's masks become extra student targets.
 
-DESIGN section 2, stage B. For one image, the teacher's instance predictions (binary mask =
+docs/method.md#stage-b-progressive-distillation. For one image, the teacher's instance predictions (binary mask =
 logit > 0 at the ground-truth mask resolution; score = object probability x mean mask probability
 inside the mask) are kept when ``score > alpha`` and their dice with EVERY ground-truth mask is
 ``< beta``; the survivors are de-duplicated by greedy dice-NMS at ``beta`` in descending score

@@ -1,4 +1,5 @@
-"""The "MaskDistill" meta-architecture: a progressive-distillation student (DESIGN section 2, B).
+"""The "MaskDistill" meta-architecture: a progressive-distillation student
+(docs/method.md#stage-b-progressive-distillation).
 
 A student is a ``MaskFormer`` with identical inference. In training, a frozen teacher (another
 ``MaskFormer`` of the same architecture) predicts masks for the batch; the confident ones that no

@@ -1,4 +1,5 @@
-"""The "MasQTuning" meta-architecture: frozen mask generator + CLIP mask class tokens (DESIGN 2, C).
+"""The "MasQTuning" meta-architecture: frozen mask generator + CLIP mask class tokens
+(docs/method.md#stage-c-masq-tuning).
 
 - ``backbone`` / ``sem_seg_head``: a frozen class-agnostic Mask2Former (always in eval mode) that
   proposes Q masks with object scores; ``criterion`` is kept only so the state dict has the

@@ -16,7 +16,8 @@ from .attention import MLP, CrossAttentionLayer, FFNLayer, SelfAttentionLayer
 from .build import TRANSFORMER_DECODER_REGISTRY
 from .position_encoding import PositionEmbeddingSine
 
-# The class head scores object vs no-object only; vocabulary classes come from CLIP (DESIGN 2).
+# The class head scores object vs no-object only; vocabulary classes come from CLIP
+# (docs/method.md#stage-a-the-teacher).
 NUM_CLASS_OUTPUTS = 2
 NUM_FEATURE_LEVELS = 3
 MASK_EMBED_LAYERS = 3
