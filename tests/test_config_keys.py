@@ -101,6 +101,9 @@ class _Lines(logging.Handler):
 
 @pytest.fixture
 def config_warnings():
+    from masqclip.config import config as config_module
+
+    config_module._warned.clear()  # each warning is logged once per process: start afresh
     handler = _Lines()
     logger = logging.getLogger("masqclip.config")
     logger.addHandler(handler)
