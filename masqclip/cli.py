@@ -3,6 +3,10 @@
 Each sub-command lives in its own module under ``masqclip/commands/`` that defines ``COMMAND``
 (its name), ``HELP`` (one line), ``add_arguments(parser)`` and ``main(args) -> int``. Heavy imports
 (torch, open_clip, mlflow) belong inside ``main`` so ``masqclip --help`` stays instant.
+
+A ``masqclip.errors.UserError`` raised by a command (missing or unreadable file, refused checkpoint,
+unknown dataset, bad config value, ...) is printed as one line, ``masqclip: error: ...``, with exit
+status 2; ``masqclip --debug COMMAND ...`` also prints its traceback.
 """
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import argparse
 import importlib
 import pkgutil
 import sys
+import traceback
 
 from . import __version__, commands
 
@@ -37,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="MasQCLIP: open-vocabulary universal image segmentation, as reproducible pipeline steps.",
     )
     parser.add_argument("--version", action="version", version=f"masqclip {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of an error caused by the input (default: one line)")
     add_plugin_subparsers(parser, commands, dest="command", metavar="COMMAND")
     return parser
 
@@ -47,13 +54,15 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_main", None):
         parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "--help"])
         return 2
-    from .config import ConfigError
+    from .errors import EXIT_USER_ERROR, UserError, one_line
 
     try:
         return int(args._main(args) or 0)
-    except ConfigError as err:
-        print(f"masqclip {args.command}: config error: {err}", file=sys.stderr)
-        return 2
+    except UserError as err:
+        if args.debug:
+            traceback.print_exc()
+        print(f"masqclip: error: {one_line(str(err), limit=2000)}", file=sys.stderr)
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,6 +18,8 @@ from typing import Any, Iterable
 
 import yaml
 
+from ..errors import UserError
+
 BASE_KEY = "_BASE_"
 # Value types that may replace each other when merging (YAML has no tuples; CLI strings are parsed).
 _COMPATIBLE = [(tuple, list), (list, tuple), (int, float)]
@@ -26,8 +28,9 @@ logger = logging.getLogger("masqclip.config")
 _warned: set[str] = set()  # one warning per (source, keys, values) and process
 
 
-class ConfigError(ValueError):
-    """Raised for any invalid configuration: unknown key, bad type, unsafe YAML."""
+class ConfigError(UserError, ValueError):
+    """Raised for any invalid configuration: unknown key, bad type, unsafe or malformed YAML, a value
+    out of range."""
 
 
 class CfgNode(dict):
@@ -256,13 +259,31 @@ def _read_yaml(path: str) -> dict:
             data = yaml.load(fh, Loader=_SafeLoader)  # noqa: S506 - SafeLoader subclass
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory") from None
+    except (PermissionError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read config file {path}: {err}") from None
     except yaml.constructor.ConstructorError as err:
         raise ConfigError(
-            f"{path}: refusing a YAML tag that would run code ({err.problem}). Configs are read "
+            f"{path}{_line_of(err)}: refusing a YAML tag that would run code ({err.problem}). Configs are read "
             "safely; write the value out literally instead (e.g. MIN_SIZE_TRAIN: [480, 512, ...] "
             "instead of !!python/object/apply:eval)."
         ) from None
+    except yaml.YAMLError as err:
+        what = " ".join(str(getattr(err, "problem", None) or err).split())
+        context, start = getattr(err, "context", None), getattr(err, "context_mark", None)
+        if context and start is not None:
+            what += f" ({' '.join(context.split())} that starts at line {start.line + 1})"
+        raise ConfigError(f"{path}{_line_of(err)}: malformed YAML: {what}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of KEY: value, got a {type(data).__name__}")
     return _literal_tuples(data or {})
+
+
+def _line_of(err: Exception) -> str:
+    """``", line N, column C"`` of a YAML error (1-based), or ``""`` when the parser gave no position."""
+    mark = getattr(err, "problem_mark", None)
+    return f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
 
 
 def _literal_tuples(node: Any) -> Any:

@@ -13,6 +13,16 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable
 
+from ..errors import UserError, closest
+
+
+class UnknownDatasetError(UserError, KeyError):
+    """A dataset name that is not registered (the message suggests the closest registered names)."""
+
+    def __str__(self) -> str:  # KeyError would print the message quoted
+        return str(self.args[0]) if self.args else ""
+
+
 BUILTIN_REGISTRATIONS = "masqclip.data.datasets"
 _builtin_state = "pending"  # pending -> loading -> done
 
@@ -44,12 +54,20 @@ class _DatasetCatalog:
         self._loaders[name] = loader
 
     def get(self, name: str) -> list[dict]:
+        self.require(name)
+        return self._loaders[name]()
+
+    def require(self, *names: str) -> None:
+        """Raise ``UnknownDatasetError`` for the first name that is not registered, with the closest ones."""
         _ensure_builtin_datasets()
-        try:
-            loader = self._loaders[name]
-        except KeyError:
-            raise KeyError(f"dataset {name!r} is not registered; known: {', '.join(sorted(self._loaders))}") from None
-        return loader()
+        for name in names:
+            if name not in self._loaders:
+                hint = closest(name, self._loaders)
+                if not hint:
+                    known = sorted(self._loaders)
+                    more = f" and {len(known) - 8} more" if len(known) > 8 else ""
+                    hint = f"; registered: {', '.join(known[:8])}{more}"
+                raise UnknownDatasetError(f"unknown dataset {name!r}{hint}")
 
     def list(self) -> list[str]:
         _ensure_builtin_datasets()

@@ -1,7 +1,7 @@
 """``build_evaluator``: the evaluators a dataset's ``evaluator_type`` calls for."""
 from __future__ import annotations
 
-from ..data.catalog import MetadataCatalog
+from ..data.catalog import DatasetCatalog, MetadataCatalog
 from .evaluator import DatasetEvaluator, DatasetEvaluators
 from .instance import InstanceSegEvaluator
 from .panoptic import PanopticEvaluator
@@ -24,6 +24,8 @@ def build_evaluator(cfg, dataset_name: str, output_dir: str | None = None) -> Da
     """
     meta = MetadataCatalog.get(dataset_name)
     kind = meta.get("evaluator_type")
+    if kind is None:
+        DatasetCatalog.require(dataset_name)  # a misspelt name: say so, with the closest registered ones
     test = cfg.MODEL.MASK_FORMER.TEST
     evaluators: list[DatasetEvaluator] = []
     if kind == "coco":

@@ -9,27 +9,33 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from ...errors import UserError
 from ..catalog import DatasetCatalog, Metadata, MetadataCatalog
 
 DATASETS_ENV = "DETECTRON2_DATASETS"
 DEFAULT_DATASETS_ROOT = "./datasets"
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(UserError, FileNotFoundError):
     """A registered dataset whose files are missing or incomplete.
 
-    The message names the dataset, the expected path(s), what is missing there, and how to make it.
+    The message (one line) names the dataset, the expected path(s) (the first few), and how to make it.
     """
+
+    SHOWN = 3  # missing paths named in the message
 
     def __init__(self, dataset: str, missing: list[Path], how_to_prepare: str):
         self.dataset = dataset
         self.missing = [Path(p) for p in missing]
         self.how_to_prepare = how_to_prepare
-        listing = "\n".join(f"  - {p}" for p in self.missing)
-        super().__init__(
-            f"dataset {dataset!r} is missing or incomplete; not found:\n"
-            f"{listing}\nTo prepare it: {how_to_prepare}"
-        )
+        listing = ", ".join(str(p) for p in self.missing[:self.SHOWN])
+        if len(self.missing) > self.SHOWN:
+            listing += f" and {len(self.missing) - self.SHOWN} more"
+        super().__init__(f"dataset {dataset!r} is missing or incomplete; not found: {listing}. "
+                         f"To prepare it: {how_to_prepare}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 def datasets_root() -> Path:
