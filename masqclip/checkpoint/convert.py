@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import re
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..errors import UserError, UserFileNotFoundError
+from ..utils import safe_pickle
 
 logger = logging.getLogger(__name__)
 
@@ -58,17 +60,17 @@ def torchvision_weights_file(name: str) -> Path:
     try:
         import torchvision.models as tvm
     except ImportError as err:  # pragma: no cover - torchvision is a dependency
-        raise FileNotFoundError(f"{TORCHVISION_SCHEME}{name} needs torchvision installed") from err
+        raise UserFileNotFoundError(f"{TORCHVISION_SCHEME}{name} needs torchvision installed") from err
     try:
         builder = getattr(tvm, name)
         weights = tvm.get_model_weights(builder).IMAGENET1K_V1
     except (AttributeError, ValueError) as err:
-        raise ValueError(f"{TORCHVISION_SCHEME}{name}: not a torchvision model with ImageNet weights") from err
+        raise UserError(f"{TORCHVISION_SCHEME}{name}: not a torchvision model with ImageNet weights") from err
     filename = os.path.basename(weights.url)
     hub_dir = Path(torch.hub.get_dir()) / "checkpoints"
     path = hub_dir / filename
     if not path.is_file():
-        raise FileNotFoundError(
+        raise UserFileNotFoundError(
             f"ImageNet weights for {TORCHVISION_SCHEME}{name} not found: put {filename} (from {weights.url}) "
             f"at {path} (torch hub cache; set TORCH_HOME to move it), or set MODEL.WEIGHTS to a local file")
     return path
@@ -76,8 +78,9 @@ def torchvision_weights_file(name: str) -> Path:
 
 def load_torchvision(name: str) -> dict[str, torch.Tensor]:
     """``torchvision://resnetNN`` -> the backbone state dict in our names."""
-    path = torchvision_weights_file(name)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    from .io import _torch_load  # io imports this module
+
+    state = _torch_load(str(torchvision_weights_file(name)))
     return torchvision_resnet_to_d2(state)
 
 
@@ -87,16 +90,25 @@ def load_d2_pkl(path: str | os.PathLike) -> dict:
     Backbone-only files (names starting ``stem.``/``resN.``) get the ``backbone.`` prefix. A frozen
     BN with weight/bias but no running statistics (Caffe2 exports fold them into the affine) gets
     ``running_mean = 0`` and ``running_var = 1``, so it stays the same affine map.
+
+    The file is read by ``masqclip.utils.safe_pickle`` (plain data and numpy arrays only): a pickle
+    that asks for anything else is refused, naming the file, and nothing from it runs.
     """
-    with open(path, "rb") as f:
-        data = pickle.load(f, encoding="latin1")
+    from .io import UnreadableCheckpointError  # io imports this module
+
+    try:
+        data = safe_pickle.load(path, encoding="latin1")
+    except UserError as err:
+        raise UnreadableCheckpointError(str(err)) from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a pickled dict, got {type(data).__name__}")
+        raise UnreadableCheckpointError(f"{path}: expected a pickled dict, got {type(data).__name__}")
     model = data.pop("model", None)
     if model is None:
         model = data.pop("blobs", None)
     if model is None:
         model, data = data, {}
+    if not isinstance(model, dict):
+        raise UnreadableCheckpointError(f"{path}: its 'model' entry is a {type(model).__name__}, not a dict of arrays")
     tensors = {k: torch.as_tensor(np.asarray(v)) for k, v in model.items() if isinstance(v, (np.ndarray, torch.Tensor))}
     if tensors and all(k.startswith(_BACKBONE_ROOTS) for k in tensors):
         tensors = {BACKBONE_PREFIX + k: v for k, v in tensors.items()}

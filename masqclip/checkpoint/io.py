@@ -5,16 +5,47 @@ import logging
 import os
 import pickle
 import re
+import zipfile
 import tempfile
 from collections import defaultdict
 from pathlib import Path
+from typing import Iterable
 
 import torch
 from torch import nn
 
+from ..errors import UserError, UserFileNotFoundError, one_line
 from .convert import TORCHVISION_SCHEME, load_d2_pkl, load_torchvision
 
 logger = logging.getLogger(__name__)
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint that cannot be used: refused, unreadable, or not what the model needs."""
+
+
+class UnreadableCheckpointError(CheckpointError):
+    """The file is there but cannot be read: truncated, corrupt, refused, or not a checkpoint."""
+
+
+def _torch_load(path: str):
+    """``torch.load(path, weights_only=True)``; never falls back to full unpickling.
+
+    Raises:
+        UnreadableCheckpointError: one line naming ``path``: what the pickle would import, or why the
+            file cannot be read (truncated zip, not a torch file).
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        reason = (f"it would import {found.group(1)}" if found else
+                  "it holds Python objects beyond tensors and plain data: " + one_line(str(err), 200))
+        raise UnreadableCheckpointError(f"refusing to load {path}: {reason} (checkpoints are read with "
+                                        "torch.load(weights_only=True) only)") from None
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError, zipfile.BadZipFile) as err:
+        raise UnreadableCheckpointError(f"cannot read checkpoint {path}: truncated, corrupt or not a torch file "
+                                        f"({one_line(f'{type(err).__name__}: {err}', 160)})") from None
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
@@ -24,26 +55,29 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     and ``torchvision://resnetNN``.
 
     Raises:
-        FileNotFoundError: naming the path when the file does not exist.
+        FileNotFoundError (a ``UserError``): naming the path when the file does not exist.
+        UnreadableCheckpointError: the file is truncated or corrupt, or its pickle asks for anything
+            but tensors and plain data (nothing from it is run).
     """
     path = str(path)
     if path.startswith(TORCHVISION_SCHEME):
         return {"model": load_torchvision(path[len(TORCHVISION_SCHEME):]), "__source__": "torchvision"}
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
+        raise UserFileNotFoundError(f"checkpoint file not found: {path}")
     if path.endswith(".pkl"):
         return load_d2_pkl(path)
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        logger.warning("%s holds Python objects beyond tensors; loading it with full unpickling "
-                       "(only do this for files you trust)", path)
-        data = torch.load(path, map_location="cpu", weights_only=False)
+    data = _torch_load(path)
     if isinstance(data, dict) and isinstance(data.get("model"), dict):
         return data
     if isinstance(data, dict) and data and all(isinstance(v, torch.Tensor) for v in data.values()):
         return {"model": data}
-    raise ValueError(f"{path}: neither a {{'model': state_dict}} checkpoint nor a bare state dict")
+    raise UnreadableCheckpointError(f"{path}: neither a {{'model': state_dict}} checkpoint nor a bare state dict")
+
+
+def abbreviate(items: list[str], limit: int = 6) -> str:
+    """``"a; b; c"``, or the first ``limit`` items and ``"... (N more)"``: a message that stays one line."""
+    shown = "; ".join(items[:limit])
+    return shown if len(items) <= limit else f"{shown}; ... ({len(items) - limit} more)"
 
 
 def group_keys(keys: list[str]) -> list[str]:
@@ -72,33 +106,43 @@ def group_keys(keys: list[str]) -> list[str]:
     return sorted(lines)
 
 
-def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, strict_shapes: bool = True
-                    ) -> tuple[list[str], list[str], dict]:
+def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, strict_shapes: bool = True,
+                    required: Iterable[str] | None = None) -> tuple[list[str], list[str], dict]:
     """Load a checkpoint's weights into ``model`` by name.
 
     Args:
         model: the module to fill.
         path: ``.pth``/``.pt`` ({"model": ...} or bare), detectron2 ``.pkl``, or ``torchvision://resnetNN``.
-        strict_shapes: raise on any shape mismatch (default); False skips those tensors with a warning
-            and reports them as missing.
+        strict_shapes: raise on a shape mismatch of a required tensor (default); False skips those
+            tensors with a warning and reports them as missing. Tensors outside ``required`` are
+            always skipped with a warning when their shape differs.
+        required: names the model cannot do without (default: every name of its state dict). The
+            model is left untouched and ``CheckpointError`` names them when the file lacks any.
     Returns:
         (missing keys, unexpected keys, the rest of the file: everything but "model", e.g. "iteration",
         optimizer and scheduler states).
     Raises:
-        FileNotFoundError for a missing file; ValueError listing every shape mismatch
+        FileNotFoundError for a missing file; ``CheckpointError`` (a ValueError) for an unreadable
+        file, a required tensor it lacks, or, with ``strict_shapes``, listing the shape mismatches
         (name, checkpoint shape, model shape).
     """
     data = read_checkpoint(path)
     state = data.pop("model")
     own = model.state_dict()
+    needed = set(own) if required is None else set(required)
+    absent = sorted(needed - set(state))
+    if absent and required is not None:
+        raise CheckpointError(f"{path} lacks {len(absent)} of the {len(needed)} tensors this model needs: "
+                              f"{abbreviate(group_keys(absent))}")
     mismatched = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items()
-                  if k in own and tuple(v.shape) != tuple(own[k].shape)]
+                  if k in own and tuple(getattr(v, "shape", ())) != tuple(own[k].shape)]
+    fatal = [f"{k}: checkpoint {c} vs model {m}" for k, c, m in mismatched if k in needed]
+    if fatal and strict_shapes:
+        raise CheckpointError(f"{path}: {len(fatal)} shape mismatch(es): {abbreviate(fatal)}")
     if mismatched:
-        lines = [f"  {k}: checkpoint {c} vs model {m}" for k, c, m in mismatched]
-        if strict_shapes:
-            raise ValueError(f"{path}: {len(mismatched)} shape mismatch(es):\n" + "\n".join(lines))
-        logger.warning("%s: skipping %d tensor(s) with mismatched shapes:\n%s", path, len(mismatched),
-                       "\n".join(lines))
+        lines = [f"{k}: checkpoint {c} vs model {m}" for k, c, m in mismatched]
+        logger.warning("%s: skipping %d tensor(s) with mismatched shapes: %s", path, len(mismatched),
+                       abbreviate(lines))
         for k, _, _ in mismatched:
             state.pop(k)
     result = model.load_state_dict(state, strict=False)

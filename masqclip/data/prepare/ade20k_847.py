@@ -27,10 +27,10 @@ if TYPE_CHECKING:  # numpy is imported where the work happens
 
 import json
 import logging
-import pickle
 import shutil
 from pathlib import Path
 
+from ...utils import safe_pickle
 from ._common import add_root_argument, root_from_args, run_reporting_missing
 
 COMMAND = "ade20k-847"
@@ -111,8 +111,7 @@ def prepare_ade20k_847(root: Path, categories: str = "official", max_short_side:
 
     full = root / ADE_FULL_ROOT
     require("ade20k-847 input", [full / "index_ade20k.pkl"], ADE_FULL_DOWNLOAD.format(root=root))
-    with open(full / "index_ade20k.pkl", "rb") as fh:
-        index = pickle.load(fh)
+    index = safe_pickle.load(full / "index_ade20k.pkl")  # plain data and numpy arrays only
     table = class_table(categories)
     if table is None:
         table = select_categories(index)
