@@ -41,7 +41,10 @@ def main(args) -> int:
     import json
     import os
 
+    from ..data import datasets as _registered  # noqa: F401  (registers the dataset names)
+    from ..data.catalog import DatasetCatalog
     from ..engine.checkpointer import load_model_weights
+    from ..errors import UserError
     from ..engine.defaults import default_setup, evaluate_datasets
     from ..modeling import build_model
     from ..tracking import Tracker, data_tags, default_tags, flatten_metrics, parse_tags
@@ -50,13 +53,14 @@ def main(args) -> int:
     cfg = config_from_args(args)
     datasets = list(args.dataset) or list(cfg.DATASETS.TEST)
     if not datasets:
-        raise SystemExit("masqclip eval: no dataset: pass --dataset NAME or set DATASETS.TEST")
+        raise UserError("masqclip eval: no dataset: pass --dataset NAME or set DATASETS.TEST")
     if not cfg.MODEL.WEIGHTS:
-        raise SystemExit("masqclip eval: MODEL.WEIGHTS is not set (the checkpoint to evaluate)")
+        raise UserError("masqclip eval: MODEL.WEIGHTS is not set (the checkpoint to evaluate)")
+    DatasetCatalog.require(*datasets)  # a misspelt name fails now, not after the model is built
     extra_tags = parse_tags(args.tag)
     cfg = default_setup(cfg, rank=0)
     model = build_model(cfg).to(resolve_device(cfg.MODEL.DEVICE))
-    load_model_weights(model, cfg.MODEL.WEIGHTS)
+    load_model_weights(model, cfg.MODEL.WEIGHTS, strict=True)  # a partial checkpoint would score a random model
     outputs = output_paths(args.output or os.path.join(cfg.OUTPUT_DIR, "metrics.json"), datasets)
     for name in datasets:
         tracker = Tracker.from_config(cfg, experiment=args.experiment)

@@ -72,27 +72,54 @@ def _write_text_atomic(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def load_model_weights(model: nn.Module, path: str) -> tuple[list[str], list[str]]:
-    """Load ``path`` into ``model`` by name for training or inference; partial files are fine.
+def required_weight_keys(model: nn.Module) -> list[str]:
+    """What a checkpoint must hold for ``model`` to be used as trained: its ``required_weight_keys()``
+    when it has one (meta-architectures), else every state-dict name."""
+    model = unwrap(model)
+    method = getattr(model, "required_weight_keys", None)
+    return list(method()) if callable(method) else list(model.state_dict())
 
-    A partial match is normal (a MasQTuning model loading a mask-generator checkpoint keeps the
-    CLIP weights it was built with); the missing/unexpected keys are logged by ``load_checkpoint``.
-    Tensors whose shape differs are skipped with a warning, as detectron2 does for ``MODEL.WEIGHTS``
-    (``criterion.empty_weight`` has NUM_CLASSES + 1 entries: 2 in a teacher, vocabulary + 1 in
-    MasQ-Tuning); resuming, by contrast, is strict.
+
+def _by_prefix(keys) -> str:
+    """``"backbone (120), sem_seg_head (98)"``: counts of names per first component."""
+    counts: dict[str, int] = {}
+    for key in keys:
+        head = key.split(".", 1)[0]
+        counts[head] = counts.get(head, 0) + 1
+    return ", ".join(f"{head} ({n})" for head, n in sorted(counts.items())) or "none"
+
+
+def load_model_weights(model: nn.Module, path: str, *, strict: bool = False) -> tuple[list[str], list[str]]:
+    """Load ``path`` into ``model`` by name, strictly (to use the model as trained) or partially (to start training).
+
+    Strict (evaluation, prediction, and a MasQ-Tuning model's frozen mask generator): a file that
+    lacks any of ``required_weight_keys(model)`` or gives one of them another shape is refused with a
+    ``CheckpointError`` naming those tensors; nothing is loaded.
+
+    Partial (``MODEL.WEIGHTS`` when training starts: ImageNet backbones, a teacher into its student):
+    whatever matches is loaded, tensors whose shape differs are skipped with a warning, as detectron2
+    does (``criterion.empty_weight`` has NUM_CLASSES + 1 entries: 2 in a teacher, vocabulary + 1 in
+    MasQ-Tuning); one line says how many tensors per top-level module were loaded and which stayed
+    as initialised. Resuming, by contrast, is always strict (``Checkpointer.resume_or_load``).
 
     Returns:
         (missing keys, unexpected keys).
 
     Raises:
-        ValueError: when not one of the model's parameters is in the file (the wrong checkpoint).
+        CheckpointError (a ``UserError``): strict and incomplete / wrong shapes; unreadable or refused
+            file; or not one of the model's parameters is in the file (the wrong checkpoint).
     """
-    from ..checkpoint import load_checkpoint
+    from ..checkpoint import CheckpointError, load_checkpoint
 
-    missing, unexpected, _ = load_checkpoint(unwrap(model), path, strict_shapes=False)
-    if len(missing) == len(unwrap(model).state_dict()):
-        raise ValueError(f"{path} holds none of this model's parameters (unexpected keys, e.g. {unexpected[:5]})")
-    get_logger("engine").info("loaded weights %s (%d missing, %d unexpected keys)", path, len(missing),
+    target = unwrap(model)
+    required = required_weight_keys(target) if strict else None
+    missing, unexpected, _ = load_checkpoint(target, path, strict_shapes=strict, required=required)
+    own = target.state_dict()
+    if len(missing) == len(own):
+        raise CheckpointError(f"{path} holds none of this model's parameters (it has e.g. {unexpected[:3]})")
+    loaded = [k for k in own if k not in set(missing)]
+    get_logger("engine").info("loaded %d of %d tensors from %s: %s; left as initialised: %s; ignored from the "
+                              "file: %d", len(loaded), len(own), path, _by_prefix(loaded), _by_prefix(missing),
                               len(unexpected))
     return missing, unexpected
 
@@ -150,22 +177,43 @@ class Checkpointer:
             path = os.path.join(self.output_dir, fh.read().strip())
         return path if os.path.isfile(path) else None
 
+    def resume_candidates(self) -> list[str]:
+        """Checkpoints to resume from, newest first: the one ``last_checkpoint`` names, then the
+        periodic ``model_NNNNNNN.pth`` files by iteration (the fallbacks when a newer one is unreadable)."""
+        if not os.path.isdir(self.output_dir):
+            return []
+        periodic = sorted((f for f in os.listdir(self.output_dir) if PERIODIC_PATTERN.match(f)), reverse=True)
+        candidates = [os.path.join(self.output_dir, f) for f in periodic]
+        last = self.last_checkpoint()
+        if last is not None:
+            candidates = [last] + [c for c in candidates if os.path.abspath(c) != os.path.abspath(last)]
+        return candidates
+
     def resume_or_load(self, weights: str, *, resume: bool) -> int:
-        """Resume from the newest checkpoint when ``resume`` and one exists, else load ``weights``.
+        """Resume from the newest readable checkpoint when ``resume`` and one exists, else load ``weights``.
+
+        A newest checkpoint that cannot be read (truncated by a crash, corrupt) is reported in one
+        warning line naming it, and the next older one is used.
 
         Returns:
             The first iteration to run (0 unless resuming).
         """
-        from ..checkpoint import load_checkpoint
+        from ..checkpoint import UnreadableCheckpointError, load_checkpoint
 
-        last = self.last_checkpoint() if resume else None
-        if last is None:
+        for last in self.resume_candidates() if resume else []:
+            try:
+                missing, unexpected, rest = load_checkpoint(unwrap(self.model), last)
+            except UnreadableCheckpointError as err:
+                self.logger.warning("--resume: %s; trying the previous checkpoint", err)
+                continue
+            break
+        else:
             if resume:
-                self.logger.info("--resume: no checkpoint in %s yet; starting from scratch", self.output_dir)
+                self.logger.info("--resume: no usable checkpoint in %s yet; starting from scratch", self.output_dir)
             if weights:
-                load_model_weights(self.model, weights)
+                load_model_weights(self.model, weights,
+                                   strict=getattr(unwrap(self.model), "requires_weights_for_training", False))
             return 0
-        missing, unexpected, rest = load_checkpoint(unwrap(self.model), last)
         if missing or unexpected:
             raise RuntimeError(f"cannot resume from {last}: missing keys {missing}, unexpected keys {unexpected}")
         for key, obj in self.objects.items():

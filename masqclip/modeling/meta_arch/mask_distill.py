@@ -92,7 +92,8 @@ class MaskDistill(MaskFormer):
             path: checkpoint file; default ``teacher_weights`` (from the config).
 
         Raises:
-            ValueError: no path, the checkpoint lacks teacher parameters, or a shape differs.
+            ValueError: no path; ``CheckpointError`` (a ValueError): the checkpoint lacks teacher
+                parameters, or a shape differs.
         """
         path = path or self.teacher_weights
         if not path:
@@ -100,9 +101,8 @@ class MaskDistill(MaskFormer):
                              "MODEL.DISTILL.TEACHER_WEIGHTS nor MODEL.WEIGHTS is set")
         from ...checkpoint import load_checkpoint  # late: checkpoint code is only needed here
 
-        missing, _, _ = load_checkpoint(self.teacher, path)  # logs unexpected keys, raises on shape mismatch
-        if missing:
-            raise ValueError(f"teacher checkpoint {path} lacks {len(missing)} parameters, e.g. {missing[:5]}")
+        # refuses (CheckpointError, naming them) missing tensors and shape mismatches; logs unexpected keys
+        load_checkpoint(self.teacher, path, required=self.teacher.required_weight_keys())
         self._hold_teacher(self.teacher)
         self._teacher_loaded = True
         return self

@@ -19,6 +19,10 @@ from ..postprocess import instance_inference, panoptic_inference, sem_seg_postpr
 from .build import META_ARCH_REGISTRY
 from .mask_former_head import MaskFormerHead
 
+# State-dict entries that only serve the training loss (``criterion.empty_weight`` is sized by
+# NUM_CLASSES): a checkpoint may lack them or size them differently without changing predictions.
+LOSS_ONLY_PREFIXES = ("criterion.",)
+
 
 def build_criterion(cfg) -> SetCriterion:
     """``SetCriterion`` with Hungarian matching and the loss weights expanded per auxiliary layer."""
@@ -86,6 +90,11 @@ class MaskFormer(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.pixel_mean.device
+
+    def required_weight_keys(self) -> list[str]:
+        """State-dict names a checkpoint must hold for this model to predict as trained (evaluation,
+        prediction): every tensor but the loss-only ones."""
+        return [k for k in self.state_dict() if not k.startswith(LOSS_ONLY_PREFIXES)]
 
     # -- input / targets ----------------------------------------------------------------------
     def preprocess_images(self, batched_inputs: list[dict]) -> tuple[torch.Tensor, list[tuple[int, int]]]:

@@ -36,7 +36,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ...checkpoint import read_checkpoint
+from ...checkpoint import CheckpointError, read_checkpoint
 from ...data.catalog import MetadataCatalog
 from ..clip import MasQCLIP, clip_mean_std, create_clip_from_config
 from ..clip.text import TextEmbedder
@@ -166,14 +166,31 @@ class MasQTuning(MaskFormer):
             module.eval()
         return self
 
+    # MODEL.WEIGHTS must hold the frozen mask generator even when training starts: tuning CLIP on a
+    # random generator's masks is never intended (the CLIP weights come from MODEL.MASQ_CLIP.PRETRAINED).
+    requires_weights_for_training = True
+
+    def required_weight_keys(self) -> list[str]:
+        """The frozen mask generator's names: a teacher/student checkpoint is enough; the CLIP tower
+        keeps the weights it was built with unless the checkpoint has its tuned ones."""
+        return [k for k in self.state_dict() if k.startswith(MASK_GENERATOR_PREFIXES)]
+
     def load_mask_generator(self, path: str) -> None:
-        """Load ``backbone.*`` and ``sem_seg_head.*`` from a teacher/student checkpoint (strictly)."""
+        """Load ``backbone.*`` and ``sem_seg_head.*`` from a teacher/student checkpoint (strictly:
+        ``CheckpointError`` names missing tensors and shape mismatches)."""
+        from ...checkpoint.io import abbreviate, group_keys
+
+        own = {k: v for k, v in self.state_dict().items() if k.startswith(MASK_GENERATOR_PREFIXES)}
         state = read_checkpoint(path)["model"]
-        subset = {k: v for k, v in state.items() if k.startswith(MASK_GENERATOR_PREFIXES)}
-        own = {k for k in self.state_dict() if k.startswith(MASK_GENERATOR_PREFIXES)}
-        if set(subset) != own:
-            raise ValueError(f"{path}: mask generator keys differ: missing {sorted(own - set(subset))[:5]}..., "
-                             f"unexpected {sorted(set(subset) - own)[:5]}...")
+        subset = {k: v for k, v in state.items() if k in own}
+        absent = sorted(set(own) - set(subset))
+        if absent:
+            raise CheckpointError(f"{path} lacks {len(absent)} of the {len(own)} mask generator tensors: "
+                                  f"{abbreviate(group_keys(absent))}")
+        wrong = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in subset.items()
+                 if tuple(v.shape) != tuple(own[k].shape)]
+        if wrong:
+            raise CheckpointError(f"{path}: {len(wrong)} shape mismatch(es): {abbreviate(wrong)}")
         self.load_state_dict(subset, strict=False)
 
     def set_vocabulary(self, names: Sequence[str] | str, thing_ids: Sequence[int] | None = None) -> None:
