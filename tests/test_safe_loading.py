@@ -263,3 +263,14 @@ def test_truncated_checkpoint_given_by_name_is_one_clear_error(tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(UnreadableCheckpointError, match=rf"cannot read checkpoint {path}: truncated"):
         load_model_weights(ToyModel(), str(path))
+
+
+def test_crafted_clip_weights_are_refused(tmp_path, marker):
+    from masqclip.modeling.clip.factory import create_clip
+
+    path = tmp_path / "clip.pt"
+    torch.save({"state_dict": {"logit_scale": torch.zeros(())}, "note": _RunsShell(marker)}, path)
+    _proves_payload_runs(marker, lambda: torch.load(path, weights_only=False))
+    with pytest.raises(UnreadableCheckpointError, match=rf"refusing to load {path}: it would import .*system"):
+        create_clip(model_name="masqclip-tiny", pretrained=str(path))
+    assert not marker.exists()

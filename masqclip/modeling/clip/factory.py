@@ -30,6 +30,7 @@ from urllib.parse import urlparse
 import torch
 
 from ...config import ConfigError
+from ...errors import UserError, UserFileNotFoundError
 
 MODEL_CONFIG_DIR = Path(__file__).with_name("model_configs")
 # Seconds a TCP connection to the weights host may take before we call the machine offline.
@@ -41,7 +42,7 @@ _OPENAI_ALIAS = re.compile(r"^(?P<arch>[A-Za-z]+-?[A-Za-z]*)/(?P<patch>\d+)(?:@(
 _registered = False
 
 
-class ClipWeightsUnavailable(RuntimeError):
+class ClipWeightsUnavailable(UserError, RuntimeError):
     """Pretrained CLIP weights are neither cached locally nor downloadable (offline)."""
 
 
@@ -225,6 +226,29 @@ def check_activation_for_weights(name: str, path: str) -> None:
             f"without any error: use {hint}")
 
 
+def _create_from_file(name: str, path: str, kwargs: dict) -> torch.nn.Module:
+    """open_clip's model with the weights of a local file (read with ``weights_only=True``: a file whose
+    pickle asks for more is refused, naming it, before anything of it runs)."""
+    import pickle
+
+    import open_clip
+
+    from ...checkpoint import UnreadableCheckpointError
+    from ...errors import one_line
+
+    try:
+        return open_clip.create_model(name, pretrained=path, **kwargs)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        raise UnreadableCheckpointError(f"refusing to load {path}: " + (
+            f"it would import {found.group(1)}" if found else one_line(str(err), 200))) from None
+    except (EOFError, RuntimeError) as err:
+        if "zip" not in str(err).lower() and not isinstance(err, EOFError):
+            raise
+        raise UnreadableCheckpointError(f"cannot read CLIP weights {path}: truncated or corrupt "
+                                        f"({one_line(str(err), 120)})") from None
+
+
 def create_clip(*, model_name: str | Sequence[str], pretrained: str = "", cache_dir: str | None = None,
                 device: str | torch.device = "cpu", probe_timeout: float = PROBE_TIMEOUT_S) -> torch.nn.Module:
     """Build an open_clip CLIP model (eval mode).
@@ -243,6 +267,8 @@ def create_clip(*, model_name: str | Sequence[str], pretrained: str = "", cache_
         ClipWeightsUnavailable: a tag that is not cached while offline.
         ClipActivationMismatch: a weights file recognised as OpenAI's with a plain-GELU architecture.
         FileNotFoundError: a weights path that does not exist.
+        UnreadableCheckpointError: a weights file whose pickle asks for more than tensors, or a
+            truncated one (nothing of it runs).
     """
     import open_clip
 
@@ -255,9 +281,9 @@ def create_clip(*, model_name: str | Sequence[str], pretrained: str = "", cache_
         model = open_clip.create_model(name, pretrained=None, **kwargs)
     elif is_weights_path(pretrained):
         if not os.path.isfile(pretrained):
-            raise FileNotFoundError(f"MODEL.MASQ_CLIP.PRETRAINED={pretrained!r}: no such file")
+            raise UserFileNotFoundError(f"MODEL.MASQ_CLIP.PRETRAINED={pretrained!r}: no such file")
         check_activation_for_weights(name, pretrained)
-        model = open_clip.create_model(name, pretrained=pretrained, **kwargs)
+        model = _create_from_file(name, pretrained, kwargs)
     else:
         pcfg = open_clip.get_pretrained_cfg(name, pretrained)
         if not pcfg:
