@@ -43,6 +43,8 @@ def _torch_load(path: str):
                   "it holds Python objects beyond tensors and plain data: " + one_line(str(err), 200))
         raise UnreadableCheckpointError(f"refusing to load {path}: {reason} (checkpoints are read with "
                                         "torch.load(weights_only=True) only)") from None
+    except (PermissionError, IsADirectoryError) as err:
+        raise UnreadableCheckpointError(f"cannot read checkpoint {path}: {err.strerror}") from None
     except (RuntimeError, EOFError, KeyError, ValueError, OSError, zipfile.BadZipFile) as err:
         raise UnreadableCheckpointError(f"cannot read checkpoint {path}: truncated, corrupt or not a torch file "
                                         f"({one_line(f'{type(err).__name__}: {err}', 160)})") from None

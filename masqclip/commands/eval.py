@@ -57,7 +57,10 @@ def main(args) -> int:
     if not cfg.MODEL.WEIGHTS:
         raise UserError("masqclip eval: MODEL.WEIGHTS is not set (the checkpoint to evaluate)")
     DatasetCatalog.require(*datasets)  # a misspelt name fails now, not after the model is built
-    extra_tags = parse_tags(args.tag)
+    try:
+        extra_tags = parse_tags(args.tag)
+    except ValueError as err:
+        raise UserError(str(err)) from None
     cfg = default_setup(cfg, rank=0)
     model = build_model(cfg).to(resolve_device(cfg.MODEL.DEVICE))
     load_model_weights(model, cfg.MODEL.WEIGHTS, strict=True)  # a partial checkpoint would score a random model

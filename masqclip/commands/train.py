@@ -39,7 +39,12 @@ def main(args) -> int:
     from ..engine.launch import launch
     from ..tracking import parse_tags
 
-    parse_tags(args.tag)  # fail on a malformed --tag before starting processes
+    from ..errors import UserError
+
+    try:
+        parse_tags(args.tag)  # fail on a malformed --tag before starting processes
+    except ValueError as err:
+        raise UserError(str(err)) from None
     return int(launch(train_worker, args.num_gpus, (args,)) or 0)
 
 

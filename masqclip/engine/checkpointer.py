@@ -117,7 +117,8 @@ def load_model_weights(model: nn.Module, path: str, *, strict: bool = False) -> 
     own = target.state_dict()
     if len(missing) == len(own):
         raise CheckpointError(f"{path} holds none of this model's parameters (it has e.g. {unexpected[:3]})")
-    loaded = [k for k in own if k not in set(missing)]
+    left = set(missing)
+    loaded = [k for k in own if k not in left]
     get_logger("engine").info("loaded %d of %d tensors from %s: %s; left as initialised: %s; ignored from the "
                               "file: %d", len(loaded), len(own), path, _by_prefix(loaded), _by_prefix(missing),
                               len(unexpected))
