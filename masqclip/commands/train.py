@@ -36,15 +36,20 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
+    from ..data import datasets  # noqa: F401  (registers the dataset names)
+    from ..data.catalog import DatasetCatalog
     from ..engine.launch import launch
+    from ..errors import UserError
     from ..tracking import parse_tags
 
-    from ..errors import UserError
-
+    # what can be checked before processes start is checked here: an error in a spawned worker
+    # would reach the user wrapped in the launcher's traceback
     try:
-        parse_tags(args.tag)  # fail on a malformed --tag before starting processes
+        parse_tags(args.tag)
     except ValueError as err:
         raise UserError(str(err)) from None
+    cfg = config_from_args(args)
+    DatasetCatalog.require(*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST)
     return int(launch(train_worker, args.num_gpus, (args,)) or 0)
 
 
