@@ -256,6 +256,11 @@ def test_truncated_newest_checkpoint_resumes_from_the_previous_one(tmp_path):
     assert final["start_iter"] == 4  # from model_0000003.pth
     for key, value in full.state_dict().items():
         assert torch.equal(resumed.state_dict()[key], value), key
+    # nothing readable left: stop, naming the folder, rather than start over
+    for path in (tmp_path / "cut").glob("*.pth"):
+        path.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=rf"none of the 3 checkpoint\(s\) in {tmp_path / 'cut'} can be read"):
+        run_toy(cfg, resume=True)
 
 
 def test_truncated_checkpoint_given_by_name_is_one_clear_error(tmp_path):

@@ -194,14 +194,16 @@ class Checkpointer:
         """Resume from the newest readable checkpoint when ``resume`` and one exists, else load ``weights``.
 
         A newest checkpoint that cannot be read (truncated by a crash, corrupt) is reported in one
-        warning line naming it, and the next older one is used.
+        warning line naming it, and the next older one is used; when none can be read the run stops
+        (``CheckpointError``) rather than silently starting over.
 
         Returns:
             The first iteration to run (0 unless resuming).
         """
-        from ..checkpoint import UnreadableCheckpointError, load_checkpoint
+        from ..checkpoint import CheckpointError, UnreadableCheckpointError, load_checkpoint
 
-        for last in self.resume_candidates() if resume else []:
+        candidates = self.resume_candidates() if resume else []
+        for last in candidates:
             try:
                 missing, unexpected, rest = load_checkpoint(unwrap(self.model), last)
             except UnreadableCheckpointError as err:
@@ -209,6 +211,9 @@ class Checkpointer:
                 continue
             break
         else:
+            if candidates:
+                raise CheckpointError(f"--resume: none of the {len(candidates)} checkpoint(s) in {self.output_dir} "
+                                      "can be read (see the warnings); delete them to start this run anew")
             if resume:
                 self.logger.info("--resume: no usable checkpoint in %s yet; starting from scratch", self.output_dir)
             if weights:
