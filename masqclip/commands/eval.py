@@ -44,8 +44,8 @@ def main(args) -> int:
     from ..data import datasets as _registered  # noqa: F401  (registers the dataset names)
     from ..data.catalog import DatasetCatalog
     from ..engine.checkpointer import load_model_weights
-    from ..errors import UserError
     from ..engine.defaults import default_setup, evaluate_datasets
+    from ..errors import UserError
     from ..modeling import build_model
     from ..tracking import Tracker, data_tags, default_tags, flatten_metrics, parse_tags
     from ..utils.env import resolve_device

@@ -215,7 +215,7 @@ class Checkpointer:
                 raise CheckpointError(f"--resume: none of the {len(candidates)} checkpoint(s) in {self.output_dir} "
                                       "can be read (see the warnings); delete them to start this run anew")
             if resume:
-                self.logger.info("--resume: no usable checkpoint in %s yet; starting from scratch", self.output_dir)
+                self.logger.info("--resume: no checkpoint in %s yet; starting from scratch", self.output_dir)
             if weights:
                 load_model_weights(self.model, weights,
                                    strict=getattr(unwrap(self.model), "requires_weights_for_training", False))
