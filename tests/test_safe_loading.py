@@ -161,6 +161,11 @@ def test_restricted_unpickler_reads_plain_data_and_numpy(tmp_path):
         pickle.dump({"model": {"stem.conv1.weight": np.ones((2, 2), np.float32)}, "__author__": "zoo"}, fh, protocol=2)
     state = load_checkpoint(torch.nn.Module(), tmp_path / "zoo.pkl", strict_shapes=False)
     assert state[1] == ["backbone.stem.conv1.weight"]  # unexpected for an empty module, but read
+    # numpy arrays in a .pth (torch.load(weights_only=True) with numpy allowed) load as tensors
+    torch.save({"model": {"weight": np.full((2, 2), 3.0, np.float32)}, "seen": np.int64(5)}, tmp_path / "np.pth")
+    net = torch.nn.Linear(2, 2, bias=False)
+    missing, _, rest = load_checkpoint(net, tmp_path / "np.pth")
+    assert missing == [] and rest["seen"] == 5 and torch.equal(net.weight, torch.full((2, 2), 3.0))
     # any other global is refused before import; a codec other than latin1 too
     for name, payload in (("eval", b"cbuiltins\neval\n(Vprint(1)\ntR."),
                           ("getattr", b"cbuiltins\ngetattr\n(Vx\nVy\ntR."),

@@ -5,12 +5,13 @@ import logging
 import os
 import pickle
 import re
-import zipfile
 import tempfile
+import zipfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -35,8 +36,11 @@ def _torch_load(path: str):
         UnreadableCheckpointError: one line naming ``path``: what the pickle would import, or why the
             file cannot be read (truncated zip, not a torch file).
     """
+    from ..utils.safe_pickle import numpy_globals
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(numpy_globals()):  # numpy arrays, as in .pkl files
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
         reason = (f"it would import {found.group(1)}" if found else
@@ -70,9 +74,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         return load_d2_pkl(path)
     data = _torch_load(path)
     if isinstance(data, dict) and isinstance(data.get("model"), dict):
+        data["model"] = {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in data["model"].items()}
         return data
-    if isinstance(data, dict) and data and all(isinstance(v, torch.Tensor) for v in data.values()):
-        return {"model": data}
+    if isinstance(data, dict) and data and all(isinstance(v, (torch.Tensor, np.ndarray)) for v in data.values()):
+        return {"model": {k: torch.as_tensor(v) for k, v in data.items()}}
     raise UnreadableCheckpointError(f"{path}: neither a {{'model': state_dict}} checkpoint nor a bare state dict")
 
 

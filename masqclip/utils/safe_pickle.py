@@ -33,6 +33,12 @@ def _encode_latin1(text: str, encoding: str = "utf-8", errors: str = "strict") -
     return codecs.encode(text, encoding, errors)
 
 
+def numpy_globals() -> list[Any]:
+    """numpy's array, scalar and dtype constructors: the allow-list that lets ``torch.load(weights_only=True)``
+    read numpy arrays too (``torch.serialization.safe_globals``)."""
+    return [obj for (module, _), obj in _allowed().items() if module.startswith("numpy")]
+
+
 def _allowed() -> dict[tuple[str, str], Any]:
     import collections
 
