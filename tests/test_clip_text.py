@@ -84,3 +84,14 @@ def test_real_tiny_clip_text_tower(tmp_path):
     assert emb.shape == (3, clip.text_projection.shape[1])
     torch.testing.assert_close(emb[0], direct, atol=1e-6, rtol=0)
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
+
+
+def test_truncated_cache_file_is_recomputed(tmp_path):
+    enc = CountingEncoder()
+    first = _embedder(tmp_path, enc)("cat; dog")
+    (cached,) = tmp_path.glob("*.pt")
+    cached.write_bytes(cached.read_bytes()[:40])  # a crash while another job wrote it, a full disk
+    again = _embedder(tmp_path, enc)("cat; dog")
+    assert enc.calls == 2
+    torch.testing.assert_close(again, first)
+    assert _embedder(tmp_path, enc)("cat; dog") is not None and enc.calls == 2  # rewritten: a hit again

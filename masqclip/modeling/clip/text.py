@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import pickle
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
 
 BACKGROUND = "background"
 CACHE_FORMAT = 1  # bump when the embedding recipe changes: old cache files are then never read
@@ -113,8 +117,12 @@ class TextEmbedder:
             return self.compute(classes)
         path = self.cache_dir / f"{vocabulary_key(model_name=self.model_name, weights=self.weights, classes=classes)}.pt"
         if path.is_file():
-            cached = torch.load(path, map_location="cpu", weights_only=True)
-            if cached.get("classes") == classes:
+            try:
+                cached = torch.load(path, map_location="cpu", weights_only=True)
+            except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:  # a cache is disposable
+                logger.warning("ignoring unreadable text-embedding cache %s (%s)", path, type(err).__name__)
+                cached = {}
+            if isinstance(cached, dict) and cached.get("classes") == classes:
                 return cached["embeddings"]
         embeddings = self.compute(classes)
         path.parent.mkdir(parents=True, exist_ok=True)
