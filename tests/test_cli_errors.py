@@ -90,3 +90,14 @@ def test_error_types_are_user_errors():
         setup_cfg(None, ["INPUT.MIN_SIZE_TEST", "800", "INPUT.MAX_SIZE_TEST", "100"])
     with pytest.raises(ConfigError, match="OBJECT_MASK_THRESHOLD"):
         setup_cfg(None, ["MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD", "1.5"])
+
+
+def test_results_and_pretrain_input_errors(tmp_path):
+    bad = tmp_path / "base-novel" / "main" / "generalized.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text('{"results": {"segm": \n')
+    tables = ["results", "tables", "--output-dir", tmp_path / "t", "--settings", "base-novel", "--rounds", "2"]
+    assert_user_error(run_cli(*tables, bad), str(bad), "line 2", "not valid JSON")
+    assert_user_error(run_cli(*tables, tmp_path / "absent.json"), "metrics file not found")
+    assert_user_error(run_cli("pretrain-clip", "--crops", tmp_path / "none", "--output", tmp_path / "c.pt"),
+                      str(tmp_path / "none" / "train.jsonl"), "masqclip prepare synthetic")

@@ -12,6 +12,7 @@ import json
 import re
 from pathlib import Path
 
+from ..errors import UserFileNotFoundError
 from .plan import CONTROL_PROPOSALS, FROZEN_CLIP, MAIN_VARIANT, NO_OBJECT_SCORE
 from .tables import best_recall, metric
 
@@ -157,5 +158,5 @@ def clip_metrics_file(clip_weights: str | Path) -> Path:
     """The metrics JSON ``masqclip pretrain-clip`` writes beside its checkpoint (``tiny.pt`` -> ``tiny.json``)."""
     path = Path(clip_weights).with_suffix(".json")
     if not path.is_file():
-        raise FileNotFoundError(f"no metrics JSON beside {clip_weights} (expected {path})")
+        raise UserFileNotFoundError(f"no metrics JSON beside {clip_weights} (expected {path})")
     return path

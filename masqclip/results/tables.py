@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import UserError, UserFileNotFoundError
 from .plan import CONTROL_PROPOSALS, FROZEN_CLIP, MAIN_VARIANT, NO_OBJECT_SCORE
 
 # The paper's numbers (MasQCLIP, Mask2Former R50; ICCV 2023), DESIGN.md section 3.
@@ -98,8 +99,15 @@ def load_metrics(paths) -> dict[tuple[str, str, str], dict]:
     """``{(setting, variant, test): results}`` from files laid out as ``.../<setting>/<variant>/<test>.json``."""
     out = {}
     for path in map(Path, paths):
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except FileNotFoundError:
+            raise UserFileNotFoundError(f"metrics file not found: {path}") from None
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}, line {err.lineno}: not valid JSON ({err.msg})") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{path}: a metrics file holds a JSON object, not a {type(data).__name__}")
         out[(path.parent.parent.name, path.parent.name, path.stem)] = data.get("results", {})
     return out
 

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ...errors import UserFileNotFoundError
 from .factory import canonical_model_name, clip_mean_std, create_clip, get_tokenizer
 from .text import TextEmbedder, parse_vocabulary
 
@@ -64,7 +65,7 @@ def load_crops(root: str | Path, split: str, categories: list[str] | None = None
     root = Path(root)
     index = root / f"{split}.jsonl"
     if not index.is_file():
-        raise FileNotFoundError(f"{index} not found: generate the crops with 'masqclip prepare synthetic'")
+        raise UserFileNotFoundError(f"{index} not found: generate the crops with 'masqclip prepare synthetic'")
     rows = [json.loads(line) for line in index.read_text().splitlines() if line.strip()]
     categories = list(categories or dict.fromkeys(r["category"] for r in rows))
     lookup = {name: i for i, name in enumerate(categories)}
