@@ -41,7 +41,6 @@ def main(args) -> int:
     import json
     import os
 
-    from ..data import datasets as _registered  # noqa: F401  (registers the dataset names)
     from ..data.catalog import DatasetCatalog
     from ..engine.checkpointer import load_model_weights
     from ..engine.defaults import default_setup, evaluate_datasets

@@ -36,7 +36,6 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    from ..data import datasets  # noqa: F401  (registers the dataset names)
     from ..data.catalog import DatasetCatalog
     from ..engine.launch import launch
     from ..errors import UserError
