@@ -180,7 +180,7 @@ def test_restricted_unpickler_reads_plain_data_and_numpy(tmp_path):
         safe_pickle.load(path)
 
 
-def test_eval_and_predict_refuse_a_checkpoint_lacking_tensors(tmp_path, tiny_config):
+def test_strict_loads_refuse_a_checkpoint_lacking_tensors_or_with_wrong_shapes(tmp_path, tiny_config):
     from masqclip.config import setup_cfg
     from masqclip.modeling import build_model
 
