@@ -95,6 +95,27 @@ def parse_tags(items: list[str] | None) -> dict[str, str]:
     return tags
 
 
+RUN_ID_FILE = "mlflow_run_id"  # in a job's output folder: the run a resumed job continues
+
+
+def read_run_id(path: str) -> str | None:
+    """The run id stored in ``path`` (None when there is none)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            run_id = fh.read().strip()
+    except OSError:
+        return None
+    return run_id if re.fullmatch(r"[0-9a-zA-Z_-]{1,64}", run_id) else None
+
+
+def write_run_id(path: str, run_id: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(run_id + "\n")
+    os.replace(tmp, path)
+
+
 def _chunks(items: list, size: int):
     for i in range(0, len(items), size):
         yield items[i:i + size]
@@ -179,13 +200,45 @@ class Tracker:
         self._client = client
         return run.info.run_id
 
+    def _reopen(self, run_id: str) -> str | None:
+        """Mark the existing run ``run_id`` RUNNING again (None when the store does not have it)."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=self.uri)
+        try:
+            run = client.get_run(run_id)
+        except MlflowException as err:
+            if "RESOURCE_DOES_NOT_EXIST" in str(getattr(err, "error_code", "")) or "not found" in str(err).lower():
+                return None
+            raise
+        exp = client.get_experiment(run.info.experiment_id)
+        if exp is None or exp.name != self.experiment or run.info.lifecycle_stage != "active":
+            return None
+        client.update_run(run_id, status="RUNNING")
+        self._client = client
+        return run_id
+
     def start(self, *, run_name: str, tags: Mapping[str, str] | None = None,
-              params: Mapping[str, Any] | None = None) -> "Tracker":
-        """Create the run (with tags) and log ``params``; returns self."""
+              params: Mapping[str, Any] | None = None, continue_run: str | None = None) -> "Tracker":
+        """Create the run (with tags) and log ``params``; returns self.
+
+        ``continue_run``: the id of an earlier run of this job (a resumed job); when the store has
+        it, it is marked RUNNING again and continued (its params were logged by the first start).
+        """
         if not self.enabled:
             return self
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(self.http_timeout)))
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(int(self.http_retries)))
+        if continue_run:
+            self.run_id = self._call("reopening the run", lambda: self._reopen(continue_run))
+            if self.run_id:
+                self.logger.info("continuing MLflow run %s", self.run_id)
+                if tags:
+                    self.set_tags(tags)
+                return self
+            if not self.enabled:
+                return self
         self.run_id = self._call("creating the run", lambda: self._connect(run_name, tags or {}))
         if params:
             self.log_params(params)

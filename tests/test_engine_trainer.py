@@ -14,9 +14,9 @@ import torch
 
 from engine_toys import RaiseAt, ToyModel, run_toy, toy_batches, toy_cfg
 from masqclip.checkpoint import load_checkpoint, save_checkpoint
-from masqclip.engine.checkpointer import load_model_weights
-from masqclip.engine.defaults import build_trainer
-from masqclip.engine.trainer import AMPTrainer, SimpleTrainer
+from masqclip.engine.checkpointer import Checkpointer, load_model_weights
+from masqclip.engine.defaults import build_trainer, default_setup, run_training
+from masqclip.engine.trainer import AMPTrainer, HookBase, SimpleTrainer
 
 TESTS = Path(__file__).resolve().parent
 
@@ -112,6 +112,48 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path
     missing, unexpected, rest = load_checkpoint(model, str(tmp_path / "model_0000003.pth"))
     assert not missing and not unexpected and rest["iteration"] == 3
     assert all(torch.isfinite(v).all() for v in model.state_dict().values())
+
+
+class _SpareParameter(ToyModel):
+    """A toy model with a trained parameter the loss never uses (its gradient stays None)."""
+
+    def __init__(self):
+        super().__init__(dropout=0.1)
+        self.spare = torch.nn.Parameter(torch.zeros(2))
+
+
+class _PoisonAt(HookBase):
+    """Before iteration ``it``, writes inf into a parameter (a step that diverged silently)."""
+
+    def __init__(self, it: int):
+        self.it = it
+
+    def before_step(self) -> None:
+        if self.trainer.iter == self.it:
+            with torch.no_grad():
+                self.trainer.model.spare.fill_(float("inf"))
+
+
+def test_non_finite_parameter_stops_training_before_any_checkpoint_holds_it(tmp_path):
+    cfg = default_setup(toy_cfg(tmp_path))
+    model = _SpareParameter()
+
+    def build_loader(start_iter, rank, world_size):
+        return toy_batches(seed=cfg.SEED, global_batch=4, start_iter=start_iter)
+
+    with pytest.raises(FloatingPointError, match=r"parameters are not finite at iteration 6: .*loss_mse=.*spare"):
+        run_training(cfg, model=model, build_loader=build_loader, extra_hooks=[_PoisonAt(6)], progress_bar=False)
+    assert (tmp_path / "last_checkpoint").read_text().strip() == "model_0000003.pth"
+    assert sorted(p.name for p in tmp_path.glob("*.pth")) == ["model_0000003.pth"]
+
+
+def test_checkpointer_refuses_to_save_non_finite_weights(tmp_path):
+    model = ToyModel()
+    with torch.no_grad():
+        model.head.bias.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match=r"model_0000004.pth .*iteration 4.*head.bias"):
+        Checkpointer(model=model, output_dir=str(tmp_path)).save("model_0000004", iteration=4)
+    assert not list(tmp_path.iterdir())
 
 
 def test_amp_trainer_paths_on_cpu(tmp_path):

@@ -4,8 +4,9 @@ MODEL.WEIGHTS) or MasQ-Tuning (MasQTuning).
 
 Writes into OUTPUT_DIR: config.yaml, log.txt, metrics.jsonl (a row every SOLVER.LOG_PERIOD
 iterations), periodic checkpoints (SOLVER.CHECKPOINT_PERIOD, the last SOLVER.CHECKPOINTS_TO_KEEP
-kept), last_checkpoint, model_final.pth and train_metrics.json. --resume continues an interrupted
-run from its newest checkpoint with the same result; otherwise MODEL.WEIGHTS is loaded first.
+kept), last_checkpoint, model_final.pth and train_metrics.json; metrics_log.jsonl (the rows as they
+come) and mlflow_run_id. --resume continues an interrupted run from its newest checkpoint with the
+same result, and its MLflow run; otherwise MODEL.WEIGHTS is loaded first.
 
 Data parallel: --num-gpus N starts N local processes (gloo on CPU, nccl on CUDA); under torchrun or
 a multi-task SLURM step, the launcher's processes are used instead. SOLVER.IMS_PER_BATCH is the
@@ -60,7 +61,7 @@ def train_worker(args) -> int:
     from ..engine.defaults import default_setup, evaluate_datasets, run_training
     from ..engine.launch import detect_env, init_distributed, is_main_process
     from ..modeling import build_model
-    from ..tracking import Tracker, default_tags, parse_tags
+    from ..tracking import RUN_ID_FILE, Tracker, default_tags, parse_tags, read_run_id, write_run_id
     from ..utils.env import resolve_device
 
     cfg = config_from_args(args)
@@ -71,8 +72,12 @@ def train_worker(args) -> int:
         model.load_teacher(cfg.MODEL.DISTILL.TEACHER_WEIGHTS or cfg.MODEL.WEIGHTS)
     tags = default_tags(cfg, job="train", extra=parse_tags(args.tag))
     tracker = Tracker.from_config(cfg, enabled=is_main_process(), experiment=args.experiment)
+    run_file = os.path.join(cfg.OUTPUT_DIR, RUN_ID_FILE)
+    earlier = read_run_id(run_file) if args.resume else None
     tracker.start(run_name=f"train-{tags['stage']}-{os.path.basename(os.path.abspath(cfg.OUTPUT_DIR))}",
-                  tags=tags, params=cfg.flatten())
+                  tags=tags, params=cfg.flatten(), continue_run=earlier)
+    if tracker.active and tracker.run_id != earlier:
+        write_run_id(run_file, tracker.run_id)
     eval_function = None
     if cfg.TEST.EVAL_PERIOD > 0 and cfg.DATASETS.TEST:
         def eval_function():

@@ -5,7 +5,8 @@ holds ``SOLVER.IMS_PER_BATCH`` samples at positions ``0..B-1``; sample ``(i, p)`
 ``perm_e[(i * B + p) % n]`` where ``perm_e`` is the seeded shuffle of epoch ``e = (i * B + p) // n``,
 and its augmentation draws from a generator seeded by ``(seed, i, p)``. Rank ``r`` of ``world_size``
 takes positions ``r::world_size``. Resuming at ``start_iter``, the number of workers and the rank
-split therefore never change what any sample is.
+split therefore never change what any sample is. The loader's own generator (worker seeds) is
+seeded by ``(seed, start_iter, rank)``: building and starting it draws nothing from the global one.
 """
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..utils.env import derived_seed
 from .catalog import DatasetCatalog
 from .mapper import DatasetMapper
 
 logger = logging.getLogger(__name__)
 
 ORDER_STREAM, AUGMENT_STREAM = 0, 1  # separate random streams for sample order and augmentation
+LOADER_STREAM = 3  # the DataLoader's own generator (worker seeds); 2 is the trainer's per-iteration stream
 
 
 def _has_targets(record: dict) -> bool:
@@ -125,12 +128,15 @@ def build_train_loader(cfg, start_iter: int = 0, rank: int = 0, world_size: int 
     batch = cfg.SOLVER.IMS_PER_BATCH
     if not 0 <= rank < world_size or batch < world_size:
         raise ValueError(f"need 0 <= rank < world_size <= SOLVER.IMS_PER_BATCH, got {rank}, {world_size}, {batch}")
+    seed = resolve_seed(cfg, world_size)
     dataset = IterationSamples(records=train_records(cfg), mapper=DatasetMapper.from_config(cfg, is_train=True),
-                               seed=resolve_seed(cfg, world_size), batch_size=batch)
+                               seed=seed, batch_size=batch)
     sampler = IterationBatchSampler(start_iter=start_iter, positions=list(range(rank, batch, world_size)))
     workers = cfg.DATALOADER.NUM_WORKERS
+    # Its own generator: starting the iterator (worker seeds) draws nothing from the global one.
+    generator = torch.Generator().manual_seed(derived_seed(seed, LOADER_STREAM, start_iter, rank))
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=keep_list,
-                        worker_init_fn=_worker_init if workers else None)
+                        worker_init_fn=_worker_init if workers else None, generator=generator)
     return iter(loader)
 
 

@@ -156,8 +156,13 @@ class Checkpointer:
         rng = _gather_rng()
         if get_rank() != 0:
             return None
-        extra = {k: obj.state_dict() for k, obj in self.objects.items() if obj is not None}
         path = self.path(name)
+        state = unwrap(self.model).state_dict()
+        bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:
+            raise FloatingPointError(f"refusing to save {path} (iteration {iteration}): non-finite values in "
+                                     f"{', '.join(bad[:5])}" + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""))
+        extra = {k: obj.state_dict() for k, obj in self.objects.items() if obj is not None}
         save_checkpoint(path, unwrap(self.model), iteration=iteration, rng=rng, **extra)
         _write_text_atomic(os.path.join(self.output_dir, LAST_CHECKPOINT), os.path.basename(path))
         self._prune()

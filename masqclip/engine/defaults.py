@@ -17,7 +17,7 @@ from ..tracking import Tracker, flatten_metrics
 from ..utils.env import seed_all
 from ..utils.logger import get_logger, setup_logger
 from .checkpointer import Checkpointer
-from .hooks import EvalHook, LRSchedulerHook, MetricsWriter, MLflowWriter, NanGuard, PeriodicCheckpointer
+from .hooks import EvalHook, IterationSeed, LRSchedulerHook, MetricsWriter, MLflowWriter, NanGuard, PeriodicCheckpointer
 from .launch import broadcast_object, get_rank, get_world_size, synchronize
 from .optim import build_grad_clipper, build_lr_scheduler, build_optimizer
 from .trainer import AMPTrainer, HookBase, SimpleTrainer
@@ -155,10 +155,10 @@ def run_training(cfg, *, model: nn.Module, build_loader: Callable[[int, int, int
     eval_hook = EvalHook(period=cfg.TEST.EVAL_PERIOD, eval_function=eval_function) if eval_function else None
     writer = MetricsWriter(output_dir=cfg.OUTPUT_DIR, period=cfg.SOLVER.LOG_PERIOD, seconds=cfg.SOLVER.LOG_SECONDS,
                            progress_bar=progress_bar) if rank == 0 else None
-    trainer.register_hooks([NanGuard(checkpointer=checkpointer), LRSchedulerHook(scheduler=scheduler),
-                            PeriodicCheckpointer(checkpointer=checkpointer, period=cfg.SOLVER.CHECKPOINT_PERIOD),
+    trainer.register_hooks([IterationSeed(seed=cfg.SEED, rank=rank), NanGuard(checkpointer=checkpointer), LRSchedulerHook(scheduler=scheduler),
                             eval_hook, writer,
                             MLflowWriter(tracker=tracker, source=writer) if writer and tracker.active else None,
+                            PeriodicCheckpointer(checkpointer=checkpointer, period=cfg.SOLVER.CHECKPOINT_PERIOD),
                             *extra_hooks])
     start = time.perf_counter()
     try:

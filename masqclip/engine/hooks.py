@@ -1,7 +1,9 @@
 """Trainer hooks: NaN guard, LR schedule, periodic checkpoints, evaluation, metrics/progress, MLflow.
 
-Order matters (``defaults.build_hooks`` uses this one): the NaN guard first, so that no later hook
-saves or logs a step whose loss was not finite.
+Order matters (``defaults.run_training`` uses this one): the per-iteration seed, then the NaN guard,
+so that no later hook saves or logs a non-finite step; the periodic checkpoint last, after the
+metrics row of its iteration is written (a run killed in between resumes from the previous
+checkpoint and rewrites that row, so no logged iteration is ever skipped).
 """
 from __future__ import annotations
 
@@ -9,18 +11,37 @@ import datetime
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from typing import Callable
 
+import torch
+
 from ..tracking import Tracker, flatten_metrics
+from ..utils.env import seed_iteration
 from ..utils.logger import get_logger
-from .checkpointer import FINAL_NAME, Checkpointer, periodic_name
+from .checkpointer import FINAL_NAME, Checkpointer, periodic_name, unwrap
 from .trainer import HookBase
 
 
+class IterationSeed(HookBase):
+    """Seeds the global generators from ``(seed, iteration, rank)`` before every step.
+
+    What a step draws (point sampling in the losses, dropout) then never depends on what ran
+    before it, so ``--resume`` after any interruption reproduces an uninterrupted run exactly.
+    """
+
+    def __init__(self, *, seed: int, rank: int = 0):
+        self.seed, self.rank = int(seed), int(rank)
+
+    def before_step(self) -> None:
+        seed_iteration(self.seed, self.trainer.iter, self.rank)
+
+
 class NanGuard(HookBase):
-    """Stops training with ``FloatingPointError`` when a loss term is NaN/inf (checked every step).
+    """Stops training with ``FloatingPointError`` when a loss term or a trained parameter is NaN/inf
+    after a step (checked every step, before any hook can save or log it).
 
     Args:
         checkpointer: named in the message, so users know which good checkpoint is kept.
@@ -31,14 +52,31 @@ class NanGuard(HookBase):
 
     def after_step(self) -> None:
         losses = self.trainer.last_losses
-        bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
-        if not bad:
+        bad_losses = {k: v for k, v in losses.items() if not math.isfinite(v)}
+        bad_params = non_finite_parameters(self.trainer)
+        if not bad_losses and not bad_params:
             return
         last = self.checkpointer.last_checkpoint() if self.checkpointer else None
-        terms = ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
+        terms = ", ".join(f"{k}={v:.6g}" for k, v in sorted(losses.items()))
+        what = "loss is" if bad_losses else "parameters are"
+        params = f"; non-finite parameters: {', '.join(bad_params[:5])}" if bad_params else ""
+        if len(bad_params) > 5:
+            params += f" and {len(bad_params) - 5} more"
         raise FloatingPointError(
-            f"loss is not finite at iteration {self.trainer.iter}: {terms}. Training stopped; "
+            f"{what} not finite at iteration {self.trainer.iter}: {terms}{params}. Training stopped; "
             + (f"the last good checkpoint is {last}" if last else "no checkpoint had been written yet"))
+
+
+def non_finite_parameters(trainer) -> list[str]:
+    """Names of the optimizer's parameters holding NaN/inf (one device sync for all of them)."""
+    params = getattr(trainer, "params", None)
+    if not params:
+        return []
+    finite = torch.stack([torch.isfinite(p.detach()).all() for p in params]).cpu()
+    if bool(finite.all()):
+        return []
+    names = {id(p): n for n, p in unwrap(trainer.model).named_parameters()} if hasattr(trainer, "model") else {}
+    return [names.get(id(p), f"parameter {i}") for i, (p, ok) in enumerate(zip(params, finite.tolist())) if not ok]
 
 
 class LRSchedulerHook(HookBase):
@@ -106,16 +144,23 @@ class MetricsWriter(HookBase):
     "data_time", "time" (s/iter), "eta_seconds", any evaluation metric recorded in the window}``.
     Progress is a tqdm bar (loss, ETA) when ``progress_bar``, else one log line per row.
 
+    Rows are appended to ``metrics_log.jsonl`` as they come and copied to ``metrics.jsonl`` when
+    training ends (finished or stopped). The live log is never a workflow output, so a job that a
+    workflow manager re-runs after an interruption (deleting its declared outputs) still has every
+    row: a resumed run drops the rows after its checkpoint and continues the log.
+
     Args:
-        output_dir: folder of the JSON-lines file (appended to, so a resumed run continues it).
+        output_dir: folder of both files.
         period, seconds: row frequency.
         progress_bar: None = a bar exactly when stderr is a terminal.
     """
 
     FILENAME = "metrics.jsonl"
+    LIVE_FILENAME = "metrics_log.jsonl"
 
     def __init__(self, *, output_dir: str, period: int, seconds: float, progress_bar: bool | None = None):
-        self.path = os.path.join(output_dir, self.FILENAME)
+        self.final_path = os.path.join(output_dir, self.FILENAME)
+        self.path = os.path.join(output_dir, self.LIVE_FILENAME)
         self.period, self.seconds = max(int(period), 1), float(seconds)
         self.progress_bar = sys.stderr.isatty() if progress_bar is None else progress_bar
         self.last_row: dict | None = None
@@ -123,6 +168,8 @@ class MetricsWriter(HookBase):
         self._bar = None
 
     def before_train(self) -> None:
+        if not os.path.isfile(self.path) and os.path.isfile(self.final_path):  # a folder without a live log
+            shutil.copyfile(self.final_path, self.path)
         self._drop_rows_from(self.trainer.start_iter)
         self._row_start_iter = self.trainer.start_iter
         self._row_start_time = time.perf_counter()
@@ -133,17 +180,24 @@ class MetricsWriter(HookBase):
                              dynamic_ncols=True)
 
     def _drop_rows_from(self, first_iter: int) -> None:
-        """A resumed run rewrites the rows an interrupted one wrote after its last checkpoint."""
+        """A resumed run rewrites the rows an interrupted one wrote after its last checkpoint (and a
+        torn last line of a killed one)."""
         if not os.path.isfile(self.path):
             return
+        kept = []
         with open(self.path, encoding="utf-8") as fh:
-            rows = [line for line in fh if line.strip()]
-        kept = [line for line in rows if json.loads(line).get("iteration", -1) < first_iter]
-        if len(kept) < len(rows):
-            with open(self.path, "w", encoding="utf-8") as fh:
-                fh.writelines(kept)
+            for line in fh:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    break
+                if row.get("iteration", -1) >= first_iter:
+                    break
+                kept.append(row)
+        with open(self.path, "w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(row) + "\n" for row in kept)
         if kept:
-            self.last_row = json.loads(kept[-1])
+            self.last_row = kept[-1]
 
     def after_step(self) -> None:
         it, storage = self.trainer.iter, self.trainer.storage
@@ -175,6 +229,10 @@ class MetricsWriter(HookBase):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        if os.path.isfile(self.path):
+            tmp = f"{self.final_path}.tmp{os.getpid()}"
+            shutil.copyfile(self.path, tmp)
+            os.replace(tmp, self.final_path)
 
 
 class MLflowWriter(HookBase):

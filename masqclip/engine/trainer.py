@@ -133,8 +133,13 @@ class SimpleTrainer(TrainerBase):
         start = time.perf_counter()
         data = next(self._data_iter)
         data_time = time.perf_counter() - start
-        with self.autocast():
-            outputs = self.model(data)
+        try:
+            with self.autocast():
+                outputs = self.model(data)
+        except FloatingPointError as err:  # e.g. the matcher's cost: the weights have diverged
+            previous = ", ".join(f"{k}={v:.6g}" for k, v in sorted(self.last_losses.items())) or "none yet"
+            raise FloatingPointError(f"non-finite values in the forward pass at iteration {self.iter}: {err} "
+                                     f"(loss terms of the previous step: {previous}). Training stopped") from err
         losses = [v for k, v in outputs.items() if k.startswith(LOSS_PREFIX)]
         if not losses:
             raise ValueError(f"the model returned no '{LOSS_PREFIX}*' terms in training (keys: {sorted(outputs)})")

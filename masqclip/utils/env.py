@@ -18,6 +18,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+ITERATION_STREAM = 2  # after the data order (0) and augmentation (1) streams of data/build.py
+
+
 def seed_all(seed: int) -> int:
     """Seed Python, NumPy and torch; a negative seed draws a fresh one. Returns the seed used."""
     if seed < 0:
@@ -26,3 +29,23 @@ def seed_all(seed: int) -> int:
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
     return seed
+
+
+def derived_seed(*parts: int) -> int:
+    """A 63-bit seed that is a pure function of ``parts`` (e.g. seed, stream, iteration, rank)."""
+    words = np.random.SeedSequence([int(p) & 0xFFFFFFFFFFFFFFFF for p in parts]).generate_state(2, np.uint32)
+    return (int(words[0]) << 31 | int(words[1]) >> 1) & 0x7FFFFFFFFFFFFFFF
+
+
+def seed_iteration(seed: int, iteration: int, rank: int = 0) -> None:
+    """Seed Python, NumPy and torch (every device) from ``(seed, iteration, rank)`` alone.
+
+    Called before every training step, so whatever a step draws from the global generators
+    (point sampling, dropout) depends on nothing that ran before it: a resumed run draws exactly
+    what an uninterrupted one draws, however many other draws (data loader start-up, evaluation)
+    happened in between.
+    """
+    s = derived_seed(seed, ITERATION_STREAM, iteration, rank)
+    random.seed(s)
+    np.random.seed(s % (2**32))
+    torch.manual_seed(s)

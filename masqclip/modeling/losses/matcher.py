@@ -89,7 +89,10 @@ class HungarianMatcher(nn.Module):
         if sum(counts) == 0:
             return [(empty, empty.clone()) for _ in targets]
         coords = random_point_coords(len(targets), self.num_points, device=pred_masks.device)
-        cost = self.cost_matrix(pred_logits, pred_masks, targets, coords).cpu().numpy()
+        cost = self.cost_matrix(pred_logits, pred_masks, targets, coords).cpu()
+        if not bool(torch.isfinite(cost).all()):
+            raise FloatingPointError("the matching cost holds NaN/inf (diverged predictions or a cost weight out of range)")
+        cost = cost.numpy()
         indices, start = [], 0
         for b, n in enumerate(counts):
             if n == 0:
