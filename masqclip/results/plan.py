@@ -47,13 +47,14 @@ def format_opts(opts: dict[str, Any]) -> str:
 
 
 def flags(args: dict[str, Any]) -> str:
-    """``{"num-train": 8, "fast": True}`` -> ``--num-train 8 --fast`` (False/None dropped)."""
+    """``{"num-train": 8, "fast": True}`` -> ``--num-train 8 --fast`` (False/None dropped; names and
+    values shell-quoted)."""
     out = []
     for key, value in args.items():
         if value is True:
-            out.append(f"--{key}")
+            out.append(shlex.quote(f"--{key}"))
         elif value not in (False, None):
-            out.append(f"--{key} {shlex.quote(str(value))}")
+            out.append(f"{shlex.quote(f'--{key}')} {shlex.quote(str(value))}")
     return " ".join(out)
 
 

@@ -23,4 +23,4 @@ rule pretrain_clip:
         CONDA_ENV
 
     shell:
-        "masqclip pretrain-clip --crops {params.crops} --output {output.weights} --metrics {output.metrics} --seed {params.seed} {params.args} > {log} 2>&1"
+        "masqclip pretrain-clip --crops {params.crops:q} --output {output.weights:q} --metrics {output.metrics:q} --seed {params.seed:q} {params.args} > {log:q} 2>&1"

@@ -83,7 +83,7 @@ def stage_of(wildcards, kind):
 def train_tags(wildcards, stage):
     """MLflow tags of a training job: setting, stage and round."""
     rnd = getattr(wildcards, "round", 0)
-    return f"--tag setting={wildcards.setting} --tag stage={stage} --tag round={rnd}"
+    return shlex.join(["--tag", f"setting={wildcards.setting}", "--tag", f"stage={stage}", "--tag", f"round={rnd}"])
 
 
 def final_targets(wildcards=None):

@@ -24,5 +24,5 @@ rule prepare:
         CONDA_ENV
 
     shell:
-        "masqclip prepare {wildcards.dataset} {params.args} > {log} 2>&1"
-        " && masqclip check-data {wildcards.dataset} --expect {params.expect} --workers {params.workers} >> {log} 2>&1"
+        "masqclip prepare {wildcards.dataset:q} {params.args} > {log:q} 2>&1"
+        " && masqclip check-data {wildcards.dataset:q} --expect {params.expect:q} --workers {params.workers:q} >> {log:q} 2>&1"

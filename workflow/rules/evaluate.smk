@@ -25,4 +25,4 @@ rule evaluate:
         CONDA_ENV
 
     shell:
-        "masqclip eval --config-file {input.config} --dataset {params.dataset} --output {output.metrics} --tag setting={wildcards.setting} --tag stage=eval --tag variant={wildcards.variant} --tag dataset={params.dataset} MODEL.WEIGHTS {input.weights} {params.opts} > {log} 2>&1"
+        "masqclip eval --config-file {input.config:q} --dataset {params.dataset:q} --output {output.metrics:q} --tag setting={wildcards.setting:q} --tag stage=eval --tag variant={wildcards.variant:q} --tag dataset={params.dataset:q} MODEL.WEIGHTS {input.weights:q} {params.opts} > {log:q} 2>&1"

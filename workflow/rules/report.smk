@@ -17,7 +17,7 @@ rule tables:
             category="Tables",
         ),
     params:
-        settings=" ".join(PLAN.settings),
+        settings=shlex.join(PLAN.settings),
         rounds=PLAN.rounds,
         ablations=shlex.quote(json.dumps(config.get("ablations", {}))),
         paper="--paper" if config["paper_numbers"] else "",
@@ -33,7 +33,7 @@ rule tables:
         CONDA_ENV
 
     shell:
-        "masqclip results tables --output-dir {params.outdir} --settings {params.settings} --rounds {params.rounds} --ablations {params.ablations} {params.paper} --miou-convention {params.miou} {input.metrics} > {log} 2>&1"
+        "masqclip results tables --output-dir {params.outdir:q} --settings {params.settings} --rounds {params.rounds:q} --ablations {params.ablations} {params.paper} --miou-convention {params.miou} {input.metrics:q} > {log:q} 2>&1"
 
 
 rule plots:
@@ -48,14 +48,15 @@ rule plots:
             category="Plots",
         ),
     params:
-        settings=" ".join(PLAN.settings),
+        settings=shlex.join(PLAN.settings),
         rounds=PLAN.rounds,
         ablations=shlex.quote(json.dumps(config.get("ablations", {}))),
         train=" ".join(
-            f"--train {s.setting}/{os.path.basename(s.folder).rsplit('-', 1)[0]}={s.folder}/metrics.jsonl"
+            "--train "
+            + shlex.quote(f"{s.setting}/{os.path.basename(s.folder).rsplit('-', 1)[0]}={s.folder}/metrics.jsonl")
             for s in PLAN.stages.values()  # teachers, students, controls and tunings, in lineage order
         ),
-        clip=" ".join(f"--clip-weights {s.weights}" for s in PLAN.stages_of("clip")),
+        clip=" ".join(f"--clip-weights {shlex.quote(s.weights)}" for s in PLAN.stages_of("clip")),
         outdir=output_dir,
     log:
         f"{R}/logs/plots.log",
@@ -67,7 +68,7 @@ rule plots:
         CONDA_ENV
 
     shell:
-        "masqclip results plots --output-dir {params.outdir} --settings {params.settings} --rounds {params.rounds} --ablations {params.ablations} {params.train} {params.clip} {input.metrics} > {log} 2>&1"
+        "masqclip results plots --output-dir {params.outdir:q} --settings {params.settings} --rounds {params.rounds:q} --ablations {params.ablations} {params.train} {params.clip} {input.metrics:q} > {log:q} 2>&1"
 
 
 rule qualitative:
@@ -95,4 +96,4 @@ rule qualitative:
         CONDA_ENV
 
     shell:
-        "masqclip predict --config-file {input.config} --weights {input.weights} --image {params.image} --output {output} {params.opts} > {log} 2>&1"
+        "masqclip predict --config-file {input.config:q} --weights {input.weights:q} --image {params.image:q} --output {output:q} {params.opts} > {log:q} 2>&1"

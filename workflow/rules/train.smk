@@ -41,4 +41,4 @@ for rule_name, (kind, folder, stage_tag, rank) in TRAIN_RULES.items():
         conda:
             CONDA_ENV
         shell:
-            "{params.launcher} train --config-file {input.config} --resume {params.tags} OUTPUT_DIR {params.outdir} {params.opts} > {log} 2>&1"
+            "{params.launcher} train --config-file {input.config:q} --resume {params.tags} OUTPUT_DIR {params.outdir:q} {params.opts} > {log:q} 2>&1"
