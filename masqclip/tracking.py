@@ -1,12 +1,19 @@
 """MLflow tracking that never stops a job.
 
-One run per training or evaluation job. Every call is retried with exponential backoff (a locked
-SQLite store, a flaky server); when the retries are spent the tracker warns once and turns itself
-off for the rest of the job. The JSON files a job writes never depend on it. Only rank 0 tracks
-(pass ``enabled=False`` elsewhere). mlflow is imported lazily, on ``start``.
+One run per training or evaluation job. A call to a SQLite store is retried with exponential
+backoff (longer while the database is locked by other jobs); a call to a server is not (MLflow's
+HTTP layer retried it already, with the short timeouts set here). When a call finally fails, or
+failing calls have cost ``FAILURE_BUDGET_S`` in all, the tracker warns once and turns itself off for
+the rest of the job: an unresponsive server costs a job about 10 s. The JSON files a job writes
+never depend on tracking, and ``replay_metrics`` sends them to MLflow afterwards. A SQLite store is
+created (and migrated) under a file lock, once, before any run starts (``init_store``; the workflow
+calls it before its first job). Only rank 0 tracks (pass ``enabled=False`` elsewhere). mlflow is
+imported lazily, on ``start``.
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import socket
@@ -24,6 +31,9 @@ ARTIFACTS_DIRNAME = "mlartifacts"
 # Stage tag of each meta-architecture (overridable with --tag stage=...).
 STAGE_OF_ARCH = {"MaskFormer": "teacher", "MaskDistill": "student", "MasQTuning": "masq_tuning"}
 GIT_TIMEOUT_S = 5
+FAILURE_BUDGET_S = 10.0  # seconds of failing calls after which a job stops tracking
+LOCKED_ATTEMPTS = 10  # attempts of a call that found the SQLite database locked
+MAX_BACKOFF_S = 2.0
 _METRIC_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. :/]")
 
 
@@ -116,6 +126,53 @@ def write_run_id(path: str, run_id: str) -> None:
     os.replace(tmp, path)
 
 
+def sqlite_path(uri: str) -> str | None:
+    """The database file of a ``sqlite:///`` URI (None for any other store)."""
+    return os.path.abspath(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def _is_locked(err: BaseException) -> bool:
+    return "database is locked" in str(err) or "database table is locked" in str(err)
+
+
+@contextlib.contextmanager
+def _store_lock(db: str):
+    """An exclusive lock beside the database file (serialises creating and migrating it)."""
+    import fcntl
+
+    os.makedirs(os.path.dirname(db), exist_ok=True)
+    with open(f"{db}.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def init_store(uri: str, experiment: str = "") -> str:
+    """Create (or migrate) a SQLite tracking store and the experiment, once, under a file lock.
+
+    Concurrent first connections to a new SQLite store otherwise race in MLflow's schema migration
+    and can leave it half-migrated. Other stores (a server) are left alone.
+
+    Returns:
+        What was done, in words.
+    """
+    db = sqlite_path(uri)
+    if db is None:
+        return f"{uri}: not a SQLite store, nothing to create"
+    from mlflow.tracking import MlflowClient
+
+    experiment = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME", "") or DEFAULT_EXPERIMENT
+    with _store_lock(db):
+        existed = os.path.isfile(db) and os.path.getsize(db) > 0
+        client = MlflowClient(tracking_uri=uri)  # creates and migrates the schema
+        if client.get_experiment_by_name(experiment) is None:
+            artifacts = "file://" + os.path.join(os.path.dirname(db), ARTIFACTS_DIRNAME)
+            client.create_experiment(experiment, artifact_location=artifacts)
+    return f"{uri}: {'up to date' if existed else 'created'}, experiment {experiment!r}"
+
+
 def _chunks(items: list, size: int):
     for i in range(0, len(items), size):
         yield items[i:i + size]
@@ -133,13 +190,14 @@ class Tracker:
     """
 
     def __init__(self, *, enabled: bool = True, uri: str = "", experiment: str = "", retries: int = 3,
-                 backoff_seconds: float = 0.5, http_timeout: float = 10, http_retries: int = 1):
+                 backoff_seconds: float = 0.5, http_timeout: float = 4, http_retries: int = 1):
         self.enabled = enabled
         self.uri = uri or os.environ.get("MLFLOW_TRACKING_URI", "") or DEFAULT_URI
         self.experiment = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME", "") or DEFAULT_EXPERIMENT
         self.retries, self.backoff_seconds = max(int(retries), 1), float(backoff_seconds)
         self.http_timeout, self.http_retries = http_timeout, http_retries
         self.run_id: str | None = None
+        self.failed_seconds = 0.0  # time spent in failing calls and their back-off
         self._client = None
         self.logger = get_logger("tracking")
 
@@ -155,22 +213,35 @@ class Tracker:
         return self.enabled and self.run_id is not None
 
     def _call(self, what: str, fn: Callable[[], Any]) -> Any:
-        """``fn()`` with retries; on final failure warn once and disable tracking. Returns None then."""
+        """``fn()`` with retries; on final failure warn once and disable tracking. Returns None then.
+
+        A SQLite store gets ``retries`` attempts (``LOCKED_ATTEMPTS`` while it reports being locked);
+        a server one (its HTTP layer has retried). Failing calls may cost ``FAILURE_BUDGET_S`` in all.
+        """
         if not self.enabled:
             return None
-        for attempt in range(self.retries):
+        attempt = 0
+        while True:
+            start = time.monotonic()
             try:
                 return fn()
             except Exception as err:  # noqa: BLE001 - tracking must never stop a job
-                if attempt + 1 < self.retries:
-                    time.sleep(self.backoff_seconds * 2 ** attempt)
+                attempt += 1
+                self.failed_seconds += time.monotonic() - start
+                limit = (max(self.retries, LOCKED_ATTEMPTS) if _is_locked(err) else self.retries) \
+                    if sqlite_path(self.uri) else 1
+                wait = min(self.backoff_seconds * 2 ** (attempt - 1), MAX_BACKOFF_S)
+                if attempt < limit and self.failed_seconds + wait < FAILURE_BUDGET_S:
+                    time.sleep(wait)
+                    self.failed_seconds += wait
                     continue
                 self.enabled = False
-                message = (f"MLflow tracking disabled for this job: {what} failed {self.retries} times "
-                           f"at {self.uri} ({type(err).__name__}: {str(err)[:300]}); metrics JSON files are still written")
+                message = (f"MLflow tracking disabled for this job: {what} failed {attempt} time(s) "
+                           f"at {self.uri} ({type(err).__name__}: {str(err)[:300]}); metrics JSON files are "
+                           "still written ('masqclip track replay' sends them later)")
                 warnings.warn(message, RuntimeWarning, stacklevel=3)
                 self.logger.warning(message)
-        return None
+                return None
 
     def _artifact_location(self) -> str | None:
         """For a SQLite store, artifacts go beside the database file (else the server decides)."""
@@ -182,8 +253,8 @@ class Tracker:
     def _connect(self, run_name: str, tags: Mapping[str, str]) -> str:
         from mlflow.tracking import MlflowClient
 
-        if self.uri.startswith("sqlite:///"):
-            os.makedirs(os.path.dirname(os.path.abspath(self.uri[len("sqlite:///"):])), exist_ok=True)
+        if sqlite_path(self.uri) is not None:  # no job opens a store another one is still creating
+            init_store(self.uri, self.experiment)
         client = MlflowClient(tracking_uri=self.uri)
         exp = client.get_experiment_by_name(self.experiment)
         if exp is not None:
@@ -285,3 +356,98 @@ class Tracker:
         if self.active:
             self._call("ending the run", lambda: self._client.set_terminated(self.run_id, status))
         self.run_id = None
+
+
+def read_metric_rows(path: str) -> list[tuple[int, dict[str, float]]]:
+    """``(step, {name: value})`` pairs of a job's metrics file, as the job logged them to MLflow.
+
+    Accepts the JSON-lines rows of a training job (``metrics.jsonl`` / ``metrics_log.jsonl``, step =
+    ``iteration``), its ``train_metrics.json`` (the final metrics at step ``iterations``) and the
+    JSON of ``masqclip eval`` (``results``, flattened, at step 0).
+
+    Raises:
+        ValueError: naming the file, when it is none of these.
+    """
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    stripped = text.strip()
+    if not stripped:
+        return []
+    try:
+        data = json.loads(stripped)
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("results"), dict):
+        return [(0, flatten_metrics(data["results"]))]
+    if isinstance(data, dict) and isinstance(data.get("metrics"), dict):
+        final = flatten_metrics({k: v for k, v in data["metrics"].items() if k != "iteration"})
+        return [(int(data["metrics"].get("iterations", 0)), final)]
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            if number == len(text.splitlines()):  # a torn last line of a killed job
+                break
+            raise ValueError(f"{path}:{number}: not a JSON row") from None
+        if not isinstance(row, dict) or "iteration" not in row:
+            raise ValueError(f"{path}:{number}: expected a metrics row with an 'iteration'")
+        rows.append((int(row["iteration"]), flatten_metrics({k: v for k, v in row.items() if k != "iteration"})))
+    return rows
+
+
+def replay_metrics(paths: list[str], *, uri: str = "", experiment: str = "", run_id: str = "",
+                   run_name: str = "", tags: Mapping[str, str] | None = None) -> tuple[str, int]:
+    """Send the metrics files of one job to MLflow, afterwards (a job that ran while tracking was down).
+
+    The run is ``run_id``, else the one named by ``mlflow_run_id`` beside the first file (when the
+    store has it), else a new run (``run_name``, ``tags``, ``replayed=true``). Values already in the
+    run at the same step are not sent again, so replaying twice changes nothing. The run ends FINISHED.
+
+    Returns:
+        (run id, number of metric values sent).
+
+    Raises:
+        RuntimeError: when the store cannot be reached (tracking errors are not swallowed here).
+    """
+    from mlflow.entities import Metric, RunTag
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+    from mlflow.utils.validation import MAX_METRICS_PER_BATCH
+
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI", "") or DEFAULT_URI
+    experiment = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME", "") or DEFAULT_EXPERIMENT
+    rows = [row for path in paths for row in read_metric_rows(path)]
+    if sqlite_path(uri) is not None:
+        init_store(uri, experiment)
+    client = MlflowClient(tracking_uri=uri)
+    run_id = run_id or read_run_id(os.path.join(os.path.dirname(os.path.abspath(paths[0])), RUN_ID_FILE)) or ""
+    if run_id:
+        try:
+            client.get_run(run_id)
+        except MlflowException:
+            run_id = ""
+    if not run_id:
+        exp = client.get_experiment_by_name(experiment)
+        exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+        name = run_name or f"replay-{os.path.basename(os.path.dirname(os.path.abspath(paths[0])))}"
+        run_id = client.create_run(exp_id, tags={**(tags or {}), "replayed": "true"}, run_name=name).info.run_id
+    elif tags:
+        client.log_batch(run_id, tags=[RunTag(str(k), str(v)) for k, v in tags.items()])
+    have: dict[str, set[int]] = {}
+    now = int(time.time() * 1000)
+    items = []
+    for step, values in rows:
+        for key, value in values.items():
+            key = metric_name(key)
+            if key not in have:
+                have[key] = {m.step for m in client.get_metric_history(run_id, key)}
+            if step not in have[key]:
+                have[key].add(step)
+                items.append(Metric(key, float(value), now, step))
+    for chunk in _chunks(items, MAX_METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=chunk)
+    client.set_terminated(run_id, "FINISHED")
+    return run_id, len(items)

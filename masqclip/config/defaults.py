@@ -273,10 +273,10 @@ _C.TRACKING = CN()
 _C.TRACKING.ENABLED = True
 _C.TRACKING.URI = ""  # "" = $MLFLOW_TRACKING_URI, else sqlite:///results/mlflow.db (relative to CWD)
 _C.TRACKING.EXPERIMENT = ""  # "" = $MLFLOW_EXPERIMENT_NAME, else "masqclip"
-_C.TRACKING.RETRIES = 3  # attempts per call before tracking is switched off for the job
+_C.TRACKING.RETRIES = 3  # attempts per call to a SQLite store (more while it is locked) before tracking stops
 _C.TRACKING.BACKOFF_SECONDS = 0.5  # first retry delay, doubled each attempt
-_C.TRACKING.HTTP_TIMEOUT = 10  # default MLFLOW_HTTP_REQUEST_TIMEOUT (seconds) when unset
-_C.TRACKING.HTTP_RETRIES = 1  # default MLFLOW_HTTP_REQUEST_MAX_RETRIES when unset
+_C.TRACKING.HTTP_TIMEOUT = 4  # default MLFLOW_HTTP_REQUEST_TIMEOUT (seconds) when unset
+_C.TRACKING.HTTP_RETRIES = 1  # default MLFLOW_HTTP_REQUEST_MAX_RETRIES when unset (a dead server: ~2 x 4 s)
 
 # ---------------------------------------------------------------------------------------------
 # Accepted but ignored

@@ -25,6 +25,12 @@ envvars:
     "DETECTRON2_DATASETS",
 
 
+# The MLflow store exists (created, migrated) before any job starts: jobs starting together on a new
+# SQLite store would otherwise race in its schema migration. Not run by dry runs or --lint.
+onstart:
+    shell("masqclip track init > /dev/null 2>&1 || echo 'warning: masqclip track init failed; jobs track as they can' >&2")
+
+
 # Checks every model config (with its overrides) through masqclip's config loader, so an unknown
 # key or a wrong type stops the workflow before any job, naming the key and the file.
 PLAN = Plan.from_config(config, check_model_configs=True)
