@@ -91,6 +91,11 @@ def test_rerun_incomplete_training_job_keeps_its_whole_history(tmp_path):
     assert "RUNNING" not in set(runs["status"]), runs[["tags.job", "status"]]
     train_runs = runs[runs["tags.job"] == "train"]
     assert list(train_runs["status"]) == ["FINISHED"]  # the killed job's run was continued
+    from mlflow.tracking import MlflowClient
+
+    history = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/results/mlflow.db").get_metric_history(
+        train_runs["run_id"].iloc[0], "total_loss")
+    assert {m.step for m in history} >= set(range(8))  # every row reached the run
 
 
 def _plain_pipeline(tmp_path: Path, **changes) -> Path:

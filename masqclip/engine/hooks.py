@@ -242,6 +242,10 @@ class MLflowWriter(HookBase):
         self.tracker, self.source = tracker, source
         self._logged_iter = -1
 
+    def before_train(self) -> None:  # a resumed run: the rows before its checkpoint were sent already
+        row = self.source.last_row
+        self._logged_iter = row["iteration"] if row else -1
+
     def after_step(self) -> None:
         row = self.source.last_row
         if row is not None and row["iteration"] != self._logged_iter:
