@@ -18,8 +18,6 @@ example:
 """
 from __future__ import annotations
 
-import sys
-
 COMMAND = "track"
 HELP = "create the MLflow store, or replay a job's metrics files into it"
 
@@ -38,9 +36,10 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    from ..tracking import DEFAULT_URI, init_store, parse_tags, replay_metrics
-
     import os
+
+    from ..errors import UserError
+    from ..tracking import DEFAULT_URI, init_store, parse_tags, replay_metrics
 
     if args.what == "init":
         uri = args.uri or os.environ.get("MLFLOW_TRACKING_URI", "") or DEFAULT_URI
@@ -50,8 +49,7 @@ def main(args) -> int:
         tags = parse_tags(args.tag)
         run_id, count = replay_metrics(args.files, uri=args.uri, experiment=args.experiment, run_id=args.run_id,
                                        run_name=args.run_name, tags=tags)
-    except (OSError, ValueError) as err:
-        print(f"masqclip track replay: {err}", file=sys.stderr)
-        return 2
+    except (OSError, ValueError) as err:  # an unreadable or malformed metrics file, a bad --tag
+        raise UserError(f"track replay: {err}") from err
     print(f"sent {count} metric values to run {run_id}")
     return 0
