@@ -21,6 +21,7 @@ example:
 from __future__ import annotations
 
 import os
+import sys
 
 from ._common import add_config_arguments, config_from_args
 
@@ -223,6 +224,7 @@ def main(args) -> int:
     from ..modeling import build_model
     from ..modeling.clip.text import parse_vocabulary
     from ..utils.logger import setup_logger
+    from ..utils.precision import amp_from_config
 
     setup_logger()
     cfg = config_from_args(args, freeze=False)
@@ -246,8 +248,11 @@ def main(args) -> int:
                         "dataset in DATASETS.TEST")
     names = class_names(model)
     height, width = image.shape[:2]
+    amp = amp_from_config(cfg, next(model.parameters()).device, inference=True)
+    if amp.notice:
+        print(amp.notice, file=sys.stderr)
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), amp.autocast():
         output = model([inference_input(cfg, image)])[0]
     source, segments = extract_segments(output, names, args.min_score)
     del output

@@ -222,8 +222,11 @@ _C.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"  # full_model | value | norm
 _C.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.01
 _C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
 _C.SOLVER.AMP = CN()
-_C.SOLVER.AMP.ENABLED = True  # used on CUDA only
-_C.SOLVER.AMP.DTYPE = "float16"  # (masqclip) float16 | bfloat16
+# Mixed precision (masqclip/utils/precision.py). CUDA: fp16 with a gradient scaler, or bf16 where
+# the GPU supports it. CPU: bf16 only where the CPU has native bf16 matrix units (Intel AMX), else fp32
+# with a notice. Matching costs, point-sampled BCE/dice and CLIP logits always stay fp32.
+_C.SOLVER.AMP.ENABLED = False  # as detectron2; the official (and our R50) configs set True
+_C.SOLVER.AMP.PRECISION = "auto"  # (masqclip) auto | fp16 | bf16; auto = bf16 where supported, else fp16 (CUDA)
 # (masqclip) engine: progress logging and data parallelism.
 _C.SOLVER.LOG_PERIOD = 20  # (masqclip) iterations between metric rows / log lines
 _C.SOLVER.LOG_SECONDS = 60.0  # (masqclip) also write a log line when this many seconds passed
@@ -241,6 +244,11 @@ _C.TEST.AUG.ENABLED = False
 _C.TEST.AUG.MIN_SIZES = (400, 500, 600, 700, 800, 900, 1000, 1100, 1200)
 _C.TEST.AUG.MAX_SIZE = 4000
 _C.TEST.AUG.FLIP = True
+# (masqclip) mixed-precision inference (evaluation, predict, evaluation during training); off by
+# default: the paper's numbers come from fp32 inference. PRECISION "" = SOLVER.AMP.PRECISION.
+_C.TEST.AMP = CN()
+_C.TEST.AMP.ENABLED = False
+_C.TEST.AMP.PRECISION = ""
 _C.TEST.PRECISE_BN = CN()
 _C.TEST.PRECISE_BN.ENABLED = False
 _C.TEST.PRECISE_BN.NUM_ITER = 200

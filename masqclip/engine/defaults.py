@@ -16,6 +16,7 @@ from torch import nn
 from ..tracking import Tracker, flatten_metrics
 from ..utils.env import seed_all
 from ..utils.logger import get_logger, setup_logger
+from ..utils.precision import amp_from_config
 from .checkpointer import Checkpointer
 from .hooks import EvalHook, IterationSeed, LRSchedulerHook, MetricsWriter, MLflowWriter, NanGuard, PeriodicCheckpointer
 from .launch import broadcast_object, get_rank, get_world_size, synchronize
@@ -25,7 +26,6 @@ from .trainer import AMPTrainer, HookBase, SimpleTrainer
 CONFIG_DUMP = "config.yaml"
 CURVE_PLOT = "training_curve.png"
 TRAIN_METRICS = "train_metrics.json"
-AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def default_setup(cfg, *, rank: int | None = None):
@@ -57,20 +57,23 @@ def default_setup(cfg, *, rank: int | None = None):
 
 def build_trainer(cfg, *, model: nn.Module, data_loader: Iterable, optimizer: torch.optim.Optimizer,
                   device: torch.device) -> tuple[SimpleTrainer, torch.amp.GradScaler | None]:
-    """A SimpleTrainer, or an AMPTrainer when ``SOLVER.AMP.ENABLED`` and ``device`` is CUDA.
+    """A SimpleTrainer, or an AMPTrainer when ``SOLVER.AMP`` resolves to a lower precision on ``device``
+    (see ``masqclip.utils.precision.resolve_amp``; a notice is logged when AMP cannot be used as asked).
 
     Returns:
         (trainer, grad scaler or None); the scaler exists for float16 AMP only.
     """
     clipper = build_grad_clipper(cfg)
-    if not (cfg.SOLVER.AMP.ENABLED and device.type == "cuda"):
+    amp = amp_from_config(cfg, device)
+    if amp.notice:
+        get_logger("engine").warning(amp.notice)
+    if not amp.enabled:
         return SimpleTrainer(model=model, data_loader=data_loader, optimizer=optimizer, grad_clipper=clipper), None
-    if cfg.SOLVER.AMP.DTYPE not in AMP_DTYPES:
-        raise ValueError(f"SOLVER.AMP.DTYPE {cfg.SOLVER.AMP.DTYPE!r}: expected one of {', '.join(AMP_DTYPES)}")
-    dtype = AMP_DTYPES[cfg.SOLVER.AMP.DTYPE]
-    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    scaler = torch.amp.GradScaler(device.type) if amp.grad_scaler else None
     trainer = AMPTrainer(model=model, data_loader=data_loader, optimizer=optimizer, grad_clipper=clipper,
-                         dtype=dtype, grad_scaler=scaler, device_type=device.type)
+                         dtype=amp.dtype, grad_scaler=scaler, device_type=amp.device_type)
+    get_logger("engine").info("mixed precision: %s autocast on %s%s", amp.name, amp.device_type,
+                              " with a gradient scaler" if scaler else "")
     return trainer, scaler
 
 
@@ -96,12 +99,16 @@ def evaluate_datasets(cfg, model: nn.Module, dataset_names: Iterable[str], outpu
     """``{dataset: evaluator results}``: build_test_loader + build_evaluator + inference_on_dataset each.
 
     Args:
-        model: the (unwrapped) model; put in eval mode during inference, restored after.
+        model: the (unwrapped) model; put in eval mode during inference, restored after. It runs
+            under ``TEST.AMP`` autocast when that resolves to a lower precision on its device.
         output_dir: evaluators write their files under ``output_dir/<dataset>`` ("" / None: nowhere).
     """
     from ..data.build import build_test_loader
     from ..evaluation import build_evaluator, inference_on_dataset
 
+    amp = amp_from_config(cfg, next(model.parameters()).device, inference=True)
+    if amp.notice:
+        get_logger("engine").warning(amp.notice)
     results = {}
     for name in dataset_names:
         folder = os.path.join(output_dir, name) if output_dir else None
@@ -109,7 +116,8 @@ def evaluate_datasets(cfg, model: nn.Module, dataset_names: Iterable[str], outpu
         if hasattr(model, "set_dataset_vocabulary"):  # open-vocabulary models classify with each set's classes
             model.set_dataset_vocabulary(name)
         results[name] = inference_on_dataset(model, build_test_loader(cfg, name), evaluator,
-                                             log_period=cfg.TEST.INFERENCE_LOG_PERIOD)
+                                             log_period=cfg.TEST.INFERENCE_LOG_PERIOD,
+                                             autocast=amp.autocast if amp.enabled else None)
     return results
 
 

@@ -1,6 +1,7 @@
 """The evaluator protocol, a composite of evaluators, and the inference loop that feeds them."""
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
@@ -8,7 +9,7 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -92,7 +93,8 @@ def _eval_mode(model: torch.nn.Module):
 
 
 def inference_on_dataset(model: torch.nn.Module, data_loader: Iterable[list[dict]],
-                         evaluator: DatasetEvaluator | None, *, log_period: int = 50) -> dict:
+                         evaluator: DatasetEvaluator | None, *, log_period: int = 50,
+                         autocast: Callable[[], contextlib.AbstractContextManager] | None = None) -> dict:
     """Run ``model`` over ``data_loader`` in eval mode without gradients and score it.
 
     Args:
@@ -100,6 +102,8 @@ def inference_on_dataset(model: torch.nn.Module, data_loader: Iterable[list[dict
         data_loader: finite iterable of batches.
         evaluator: receives every (inputs, outputs) pair; ``None`` only runs the model.
         log_period: log progress (images/s, ETA) every this many batches.
+        autocast: ``() -> context`` entered around each model call only (mixed-precision
+            inference, ``TEST.AMP``); evaluators always see the model's fp32 outputs.
 
     Returns:
         ``evaluator.evaluate()`` (``{}`` on non-main ranks or without an evaluator).
@@ -110,7 +114,8 @@ def inference_on_dataset(model: torch.nn.Module, data_loader: Iterable[list[dict
     start, images = time.perf_counter(), 0
     with _eval_mode(model), torch.no_grad():
         for idx, inputs in enumerate(data_loader):
-            outputs = model(inputs)
+            with autocast() if autocast else contextlib.nullcontext():
+                outputs = model(inputs)
             if evaluator is not None:
                 evaluator.process(inputs, outputs)
             images += len(inputs)

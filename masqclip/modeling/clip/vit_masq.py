@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...utils.precision import full_precision
+
 NEW_Q_INITS = ("copy", "random")
 
 
@@ -206,8 +208,9 @@ class MasQCLIP(nn.Module):
         blocks = v.transformer.resblocks
         for i, block in enumerate(blocks):
             x = self._block(block, x, n_img, attn_mask, patch_outputs=i < len(blocks) - 1)
-        tokens = v.ln_post(x) @ v.proj  # x = [class token; mask tokens]
-        tokens = F.normalize(tokens, dim=-1)
+        with full_precision(x):  # the final projection feeds CLIP logits: fp32 under autocast too
+            tokens = v.ln_post(x.float()) @ v.proj.float()  # x = [class token; mask tokens]
+            tokens = F.normalize(tokens, dim=-1)
         if return_image_embedding:
             return tokens[:, 1:], tokens[:, 0]
         return tokens[:, 1:]

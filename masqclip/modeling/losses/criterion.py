@@ -8,6 +8,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...utils.precision import full_precision
 from .matcher import HungarianMatcher
 from .point_features import (
     calculate_uncertainty,
@@ -164,11 +165,12 @@ class SetCriterion(nn.Module):
         targets = [{**t, "masks": t["masks"].to(torch.float32)} for t in targets]
         levels = [("", outputs)] + [(f"_{i}", aux) for i, aux in enumerate(outputs.get("aux_outputs", []))]
         losses: dict[str, Tensor] = {}
-        for suffix, out in levels:
-            indices = self.matcher(out, targets)
-            for name in self.losses:
-                for key, value in self._loss_fn(name)(out, targets, indices, num_masks).items():
-                    losses[key + suffix] = value
+        with full_precision(num_masks):  # matching and point-sampled losses stay fp32 under autocast
+            for suffix, out in levels:
+                indices = self.matcher(out, targets)
+                for name in self.losses:
+                    for key, value in self._loss_fn(name)(out, targets, indices, num_masks).items():
+                        losses[key + suffix] = value
         return losses
 
     def extra_repr(self) -> str:

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
+from ...utils.precision import full_precision
 from .point_features import pairwise_dice, point_sample, random_point_coords
 
 __all__ = ["HungarianMatcher", "pairwise_sigmoid_bce"]
@@ -89,7 +90,8 @@ class HungarianMatcher(nn.Module):
         if sum(counts) == 0:
             return [(empty, empty.clone()) for _ in targets]
         coords = random_point_coords(len(targets), self.num_points, device=pred_masks.device)
-        cost = self.cost_matrix(pred_logits, pred_masks, targets, coords).cpu()
+        with full_precision(pred_masks):  # matching costs in fp32 whatever autocast is on outside
+            cost = self.cost_matrix(pred_logits.float(), pred_masks.float(), targets, coords).cpu()
         if not bool(torch.isfinite(cost).all()):
             raise FloatingPointError("the matching cost holds NaN/inf (diverged predictions or a cost weight out of range)")
         cost = cost.numpy()

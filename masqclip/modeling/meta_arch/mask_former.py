@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...data.catalog import MetadataCatalog
+from ...utils.precision import full_precision
 from ..backbone import Backbone, build_backbone
 from ..losses.criterion import SetCriterion
 from ..losses.matcher import HungarianMatcher
@@ -143,7 +144,8 @@ class MaskFormer(nn.Module):
                 outputs.pop("aux_outputs")
             targets = self.prepare_targets(batched_inputs, tuple(images.shape[-2:]))
             return self.weighted_losses(self.criterion(outputs, targets))
-        return self.inference(outputs, batched_inputs, sizes, tuple(images.shape[-2:]))
+        with full_precision(images):  # post-processing in fp32 under (inference) autocast
+            return self.inference(outputs, batched_inputs, sizes, tuple(images.shape[-2:]))
 
     def weighted_losses(self, losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Multiply by the criterion's weight dict; losses without a weight are dropped."""
@@ -168,7 +170,7 @@ class MaskFormer(nn.Module):
     def inference(self, outputs: dict, batched_inputs: list[dict], image_sizes: list[tuple[int, int]],
                   padded_size: tuple[int, int]) -> list[dict]:
         """Post-process each image's predictions to its original (height, width)."""
-        mask_logits = F.interpolate(outputs["pred_masks"], size=padded_size, mode="bilinear", align_corners=False)
+        mask_logits = F.interpolate(outputs["pred_masks"].float(), size=padded_size, mode="bilinear", align_corners=False)
         results = []
         for logits, masks, x, size in zip(outputs["pred_logits"], mask_logits, batched_inputs, image_sizes):
             probs = logits.float().softmax(-1)

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from ...checkpoint import CheckpointError, read_checkpoint
+from ...utils.precision import full_precision
 from ...data.catalog import MetadataCatalog
 from ..clip import MasQCLIP, clip_mean_std, create_clip_from_config
 from ..clip.text import TextEmbedder
@@ -231,7 +232,8 @@ class MasQTuning(MaskFormer):
         images = self.clip_images(batched_inputs, preds[0]["padded_size"])
         masks = torch.stack([p["pred_masks"] for p in preds])
         tokens = self.masqclip(images, masks.float())
-        return self.logit_scale * tokens @ self.text_embeddings(vocabulary).t().to(tokens.dtype)
+        with full_precision(tokens):  # CLIP logits (and the NLL / class scores after them) in fp32
+            return self.logit_scale * tokens.float() @ self.text_embeddings(vocabulary).t().float()
 
     def forward(self, batched_inputs: list[dict]) -> dict[str, torch.Tensor] | list[dict]:
         """Training: {"loss_masq_ce": scalar}. Inference: one output dict per image."""
@@ -240,7 +242,8 @@ class MasQTuning(MaskFormer):
         logits = self.clip_logits(batched_inputs, preds, vocabulary)
         if self.training:
             return {LOSS_KEY: self.losses(logits, preds, batched_inputs)}
-        return self.classify_and_postprocess(logits, preds, batched_inputs)
+        with full_precision(logits):  # post-processing in fp32 under (inference) autocast
+            return self.classify_and_postprocess(logits, preds, batched_inputs)
 
     def losses(self, logits: torch.Tensor, preds: list[dict], batched_inputs: list[dict]) -> torch.Tensor:
         """``class_weight`` x the class-weighted NLL of the assigned labels under log-softmax(logits
@@ -258,9 +261,10 @@ class MasQTuning(MaskFormer):
                                         align_corners=False)[0]
             labels.append(assign_mask_labels(mask_logits, padded, inst.gt_classes, background=background,
                                              dice_threshold=self.label_dice_threshold, size=self.train_mask_size))
-        weight = logits.new_ones(logits.shape[-1])
+        weight = logits.new_ones(logits.shape[-1], dtype=torch.float32)
         weight[background] = self.no_object_weight
-        nll = F.nll_loss(logits.log_softmax(-1).flatten(0, 1), torch.cat(labels), weight=weight)
+        with full_precision(logits):  # the loss of the CLIP logits in fp32 under autocast
+            nll = F.nll_loss(logits.float().log_softmax(-1).flatten(0, 1), torch.cat(labels), weight=weight)
         return self.class_weight * nll
 
     def class_probabilities(self, logits: torch.Tensor, pred_logits: torch.Tensor) -> torch.Tensor:
