@@ -6,7 +6,6 @@ is how the tests check data parallelism.
 from __future__ import annotations
 
 import os
-import re
 import socket
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -16,10 +15,9 @@ import torch.distributed as dist
 
 from ..utils.logger import get_logger
 
+from ..cluster import SLURM_PORT_BASE, SLURM_PORT_RANGE, first_slurm_host  # noqa: F401  (re-exported)
+
 LOCALHOST = "127.0.0.1"
-# Under SLURM without MASTER_PORT, every task of a job derives the same port from the job id.
-SLURM_PORT_BASE = 15000
-SLURM_PORT_RANGE = 20000
 
 
 @dataclass(frozen=True)
@@ -36,17 +34,6 @@ class DistEnv:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-
-def first_slurm_host(nodelist: str) -> str:
-    """First host name of a SLURM node list: ``"gpu[03-05,9],cpu1"`` -> ``"gpu03"``."""
-    match = re.match(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist.strip())
-    if not match:
-        raise ValueError(f"cannot parse SLURM node list {nodelist!r}")
-    prefix, ranges = match.groups()
-    if not ranges:
-        return prefix
-    return prefix + ranges.split(",")[0].split("-")[0]
 
 
 def detect_env(environ: Mapping[str, str] | None = None) -> DistEnv:

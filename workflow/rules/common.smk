@@ -8,6 +8,7 @@ import uuid
 
 from snakemake.utils import validate
 
+from masqclip.cluster import job_resources, launcher
 from masqclip.results.plan import Plan, flags, format_opts
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -69,15 +70,15 @@ def output_dir(wildcards, output):
 
 
 def res(stage):
-    """Resources of a stage (``resources.default`` updated by ``resources.<stage>``)."""
-    return PLAN.resources(stage)
+    """Resources of a stage (``resources.default`` updated by ``resources.<stage>``), in the SLURM
+    executor plugin's terms (``masqclip.engine.cluster.job_resources``)."""
+    return job_resources(PLAN.resources(stage))
 
 
-def launcher(wildcards, resources):
-    """``masqclip`` for one process, ``torchrun`` over all GPUs of the job when it has several."""
-    if int(resources.gpu) > 1:
-        return f"torchrun --standalone --nproc-per-node {resources.gpu} -m masqclip.cli"
-    return "masqclip"
+def launch_command(stage):
+    """``masqclip`` for one process; torchrun over the GPUs of one node; srun + one torchrun per node
+    for ``nodes > 1`` (``masqclip.engine.cluster.launcher``)."""
+    return launcher(PLAN.resources(stage))
 
 
 def stage_of(wildcards, kind):

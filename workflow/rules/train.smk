@@ -2,7 +2,8 @@
 # MasQ-Tuning, per setting. Folders carry a signature of everything that decides the weights
 # (masqclip/results/plan.py), so a changed stage config trains into a new folder and only its
 # dependants re-run. Every job passes --resume: a killed or preempted job continues from its last
-# checkpoint. Multi-GPU jobs run under torchrun (see `launcher` in common.smk).
+# checkpoint (after a preemption too: the SLURM profile requeues). Multi-GPU jobs run under torchrun,
+# multi-node jobs one torchrun per node under srun (see `launch_command` in common.smk).
 # These rules are eligible for Snakemake's between-workflow cache (`--cache` with
 # SNAKEMAKE_OUTPUT_CACHE set), which Snakemake refuses together with `benchmark:`; their timing is in
 # train_metrics.json and the log instead.
@@ -28,7 +29,7 @@ for rule_name, (kind, folder, stage_tag, rank) in TRAIN_RULES.items():
         output:
             **train_outputs(f"{R}/models/{{setting}}/{folder}"),
         params:
-            launcher=launcher,
+            launcher=lambda wc, kind=kind: launch_command(kind),
             outdir=output_dir,
             tags=lambda wc, tag=stage_tag: train_tags(wc, tag),
             opts=lambda wc, kind=kind: stage_of(wc, kind).command_opts(),
