@@ -143,3 +143,28 @@ def test_cancelled_training_job_resumes_from_its_checkpoint(tmp_path, cluster, t
     assert f"resumed from out/{cancelled_at}" in (tmp_path / "train.log").read_text()  # the second job's log
     assert (tmp_path / "out" / "log.txt").read_text().count("masqclip job: output") == 2  # both jobs, one log.txt
     assert (tmp_path / "mlflow_uri.txt").read_text().strip() == "http://mlflow.test:5000"
+
+
+def test_per_node_torchrun_under_srun_trains_with_two_processes(tmp_path, cluster, tiny_world):
+    """The multi-node launcher on one node: srun starts `python -m masqclip.cluster`, which derives the
+    rendezvous from the SLURM step's variables and runs torchrun with 2 processes (gloo on CPU)."""
+    import json
+
+    import yaml
+
+    from masqclip.cluster import launcher
+    from test_cli_train_eval import TINY
+
+    cfg = json.loads(json.dumps(TINY))
+    cfg["TRACKING"] = {"ENABLED": False}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    prefix = launcher({"nodes": 2, "gpu": 2}).replace("--nodes=2 --ntasks=2", "--nodes=1 --ntasks=1")
+    command = (f"{prefix} train --config-file tiny.yaml OUTPUT_DIR out").split()
+    command[1:1] = [f"--partition={cluster}", "--cpus-per-task=2", "--mem=3000", "--time=10"]
+    env = {**base_env(), "DETECTRON2_DATASETS": str(tiny_world), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert (tmp_path / "out" / "model_final.pth").is_file()
+    log = (tmp_path / "out" / "log.txt").read_text()
+    assert "rank 0 of 2" in log
+    assert (tmp_path / "out" / "log.txt.rank1").is_file()
