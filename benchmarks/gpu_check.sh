@@ -9,7 +9,7 @@
 #   1. env      the device, driver and torch build
 #   2. tests    `pytest -m gpu` with MASQCLIP_REQUIRE_GPU=1: every meta-architecture on CUDA, AMP
 #               fp16/bf16 against fp32, CUDA against CPU, NCCL with 2 processes where 2 GPUs exist
-#               (--smoke: the same tests on the CPU, MASQCLIP_GPU_TEST_DEVICE=cpu)
+#               (--smoke: tests/test_gpu_training.py on the CPU, MASQCLIP_GPU_TEST_DEVICE=cpu)
 #   3. workflow the CI workflow config end to end with MODEL.DEVICE cuda for every model
 #               (--smoke: a dry run of that config)
 #   4. figures  benchmarks/gpu_figures.py: teacher R50 step at 1024 px (fp32 vs AMP, peak memory),
@@ -54,7 +54,8 @@ env_info() {
 
 gpu_tests() {
     if [ $SMOKE -eq 1 ]; then
-        MASQCLIP_GPU_TEST_DEVICE=cpu "$PY" -m pytest -m gpu -q -rs -p no:cacheprovider --junitxml "$OUT/gpu-tests.xml"
+        MASQCLIP_GPU_TEST_DEVICE=cpu "$PY" -m pytest tests/test_gpu_training.py -q -rs -p no:cacheprovider \
+            --junitxml "$OUT/gpu-tests.xml"
     else
         MASQCLIP_REQUIRE_GPU=1 "$PY" -m pytest -m gpu -q -rs -p no:cacheprovider --junitxml "$OUT/gpu-tests.xml"
     fi
