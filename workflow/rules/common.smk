@@ -77,7 +77,7 @@ def res(stage):
 
 def launch_command(stage):
     """``masqclip`` for one process; torchrun over the GPUs of one node; srun + one torchrun per node
-    for ``nodes > 1`` (``masqclip.engine.cluster.launcher``)."""
+    for ``nodes > 1`` (``masqclip.cluster.launcher``; built from integers only, so unquoted)."""
     return launcher(PLAN.resources(stage))
 
 
