@@ -71,7 +71,7 @@ def output_dir(wildcards, output):
 
 def res(stage):
     """Resources of a stage (``resources.default`` updated by ``resources.<stage>``), in the SLURM
-    executor plugin's terms (``masqclip.engine.cluster.job_resources``)."""
+    executor plugin's terms (``masqclip.cluster.job_resources``)."""
     return job_resources(PLAN.resources(stage))
 
 
