@@ -47,6 +47,7 @@ def main(args) -> int:
     from ..errors import UserError
     from ..modeling import build_model
     from ..tracking import Tracker, data_tags, default_tags, flatten_metrics, parse_tags
+    from ..modeling.bf16 import apply_test_precision
     from ..utils.env import resolve_device
 
     cfg = config_from_args(args)
@@ -63,6 +64,7 @@ def main(args) -> int:
     cfg = default_setup(cfg, rank=0)
     model = build_model(cfg).to(resolve_device(cfg.MODEL.DEVICE))
     load_model_weights(model, cfg.MODEL.WEIGHTS, strict=True)  # a partial checkpoint would score a random model
+    apply_test_precision(cfg, model)
     outputs = output_paths(args.output or os.path.join(cfg.OUTPUT_DIR, "metrics.json"), datasets)
     for name in datasets:
         tracker = Tracker.from_config(cfg, experiment=args.experiment)

@@ -223,6 +223,7 @@ def main(args) -> int:
     from ..errors import UserError
     from ..modeling import build_model
     from ..modeling.clip.text import parse_vocabulary
+    from ..modeling.bf16 import apply_test_precision
     from ..utils.logger import setup_logger
     from ..utils.precision import amp_from_config
 
@@ -248,6 +249,7 @@ def main(args) -> int:
                         "dataset in DATASETS.TEST")
     names = class_names(model)
     height, width = image.shape[:2]
+    apply_test_precision(cfg, model)
     amp = amp_from_config(cfg, next(model.parameters()).device, inference=True)
     if amp.notice:
         print(amp.notice, file=sys.stderr)

@@ -249,6 +249,10 @@ _C.TEST.AUG.FLIP = True
 _C.TEST.AMP = CN()
 _C.TEST.AMP.ENABLED = False
 _C.TEST.AMP.PRECISION = ""
+# (masqclip) bf16 inference on CPUs with native bf16 matrix units (Intel AMX): matrix weights
+# converted to bf16 once after loading, norms and post-processing in fp32 (masqclip/modeling/bf16.py).
+# Elsewhere (no AMX, or a GPU) a one-line notice and fp32.
+_C.TEST.BF16_WEIGHTS = False
 _C.TEST.PRECISE_BN = CN()
 _C.TEST.PRECISE_BN.ENABLED = False
 _C.TEST.PRECISE_BN.NUM_ITER = 200

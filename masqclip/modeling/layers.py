@@ -40,11 +40,17 @@ class FrozenBatchNorm2d(nn.Module):
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features) - eps)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Args: x [B, C, H, W]. Returns: [B, C, H, W]."""
+    def scale_shift(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The affine map this layer applies per channel: ``y = x * scale + shift``. Returns: [C], [C]."""
         scale = self.weight * (self.running_var + self.eps).rsqrt()
-        shift = self.bias - self.running_mean * scale
-        return x * scale.view(1, -1, 1, 1).to(x.dtype) + shift.view(1, -1, 1, 1).to(x.dtype)
+        return scale, self.bias - self.running_mean * scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x [B, C, H, W]. Returns: [B, C, H, W] (one pass over x)."""
+        scale, shift = self.scale_shift()
+        if x.dtype != scale.dtype:
+            scale, shift = scale.to(x.dtype), shift.to(x.dtype)
+        return torch.addcmul(shift.view(1, -1, 1, 1), x, scale.view(1, -1, 1, 1))
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}"
@@ -100,13 +106,30 @@ class Conv2d(nn.Conv2d):
         self.norm = norm
         self.activation = activation
 
+    def folded_weight_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weight and bias of this conv with its FrozenBatchNorm2d folded in (computed, never stored).
+
+        ``conv(x, w * scale, b * scale + shift) == norm(conv(x, w, b))``; the parameters and the
+        state dict stay as they are.
+        """
+        scale, shift = self.norm.scale_shift()
+        weight = self.weight * scale.to(self.weight.dtype).view(-1, 1, 1, 1)
+        bias = shift if self.bias is None else torch.addcmul(shift, self.bias, scale)
+        return weight, bias.to(self.weight.dtype)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x [B, Cin, H, W]. Returns: [B, Cout, H', W']."""
-        x = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
-        if self.norm is not None:
-            x = self.norm(x)
+        grad = torch.is_grad_enabled()
+        if isinstance(self.norm, FrozenBatchNorm2d) and not (grad and self.weight.requires_grad):
+            # frozen statistics and a conv that needs no gradient: one op instead of conv + norm pass
+            weight, bias = self.folded_weight_bias()
+            x = F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+        else:
+            x = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+            if self.norm is not None:
+                x = self.norm(x)
         if self.activation is not None:
-            x = self.activation(x)
+            x = F.relu_(x) if self.activation is F.relu and not grad else self.activation(x)
         return x
 
 

@@ -9,7 +9,7 @@ column (``class_probs`` [Q, K]) and per-query mask logits (``mask_logits`` [Q, h
 """
 from __future__ import annotations
 
-from typing import Collection
+from typing import Callable, Collection
 
 import torch
 import torch.nn.functional as F
@@ -24,12 +24,15 @@ __all__ = [
     "panoptic_inference",
     "sem_seg_postprocess",
     "semantic_inference",
+    "upsample_mask_logits",
 ]
 
 # Numerical guard for "mean mask probability inside the mask" of an empty mask.
 _EMPTY_MASK_EPS = 1e-6
 # A pixel belongs to a query's original mask when sigmoid(logit) >= this (panoptic area test).
 _MASK_PROB_THRESHOLD = 0.5
+# Queries resized and scored at a time by instance inference (bounds its peak memory).
+INSTANCE_CHUNK = 8
 
 
 def object_scores(pred_logits: Tensor) -> Tensor:
@@ -46,18 +49,21 @@ def object_scores(pred_logits: Tensor) -> Tensor:
     return pred_logits.float().softmax(-1)[..., 0]
 
 
-def mask_scores(mask_logits: Tensor) -> Tensor:
+def mask_scores(mask_logits: Tensor, binary: Tensor | None = None) -> Tensor:
     """Mean mask probability inside each binary mask (``logit > 0``); 0 for an empty mask.
 
     Args:
         mask_logits: [N, h, w].
+        binary: optional ``mask_logits > 0`` when the caller has it already (not recomputed).
 
     Returns:
         [N] scores in [0, 1].
     """
-    binary = (mask_logits > 0).to(mask_logits.dtype)
-    inside = (mask_logits.sigmoid() * binary).flatten(1).sum(1)
-    return inside / (binary.flatten(1).sum(1) + _EMPTY_MASK_EPS)
+    if binary is None:
+        binary = mask_logits > 0
+    inside = torch.where(binary, mask_logits.sigmoid(), 0.0).flatten(1).sum(1)
+    count = binary.flatten(1).sum(1).to(inside.dtype)
+    return inside / (count + _EMPTY_MASK_EPS)
 
 
 def semantic_inference(class_probs: Tensor, mask_logits: Tensor) -> Tensor:
@@ -145,6 +151,9 @@ def instance_inference(
     *,
     topk: int,
     thing_ids: Collection[int] | None = None,
+    resize: Callable[[Tensor], Tensor] | None = None,
+    output_size: tuple[int, int] | None = None,
+    chunk_size: int = INSTANCE_CHUNK,
 ) -> Instances:
     """Top-k (query, class) pairs as instances.
 
@@ -153,14 +162,23 @@ def instance_inference(
     does for panoptic models). Mask = logit > 0; score = class probability x mean mask
     probability inside the mask.
 
+    The pairs are chosen first (they depend on ``class_probs`` only); then only the kept queries'
+    masks are resized (``resize``), thresholded and scored, ``chunk_size`` queries at a time, so no
+    float [Q, H, W] tensor of the output resolution is ever held (a query picked for several
+    classes is resized once).
+
     Args:
         class_probs: [Q, K].
         mask_logits: [Q, h, w].
         topk: instances kept before the thing filter (clipped to Q*K).
         thing_ids: optional contiguous class ids that are things.
+        resize: optional map of mask logits [n, h, w] -> [n, H, W] that treats every mask on its
+            own (e.g. bilinear upsampling to the output size); default: none (H, W = h, w).
+        output_size: (H, W), required with ``resize``.
+        chunk_size: queries resized and scored at a time.
 
     Returns:
-        ``Instances(image_size=(h, w), pred_masks=bool [N, h, w], pred_classes=int64 [N],
+        ``Instances(image_size=(H, W), pred_masks=bool [N, H, W], pred_classes=int64 [N],
         scores=float [N])``.
     """
     num_classes = class_probs.shape[1]
@@ -172,12 +190,30 @@ def instance_inference(
         is_thing[[int(t) for t in thing_ids if 0 <= int(t) < num_classes]] = True
         keep = is_thing[classes]
         top_scores, classes, queries = top_scores[keep], classes[keep], queries[keep]
-    logits = mask_logits[queries]
+    if resize is None:
+        resize, output_size = (lambda x: x), tuple(mask_logits.shape[-2:])
+    elif output_size is None:
+        raise ValueError("instance_inference: resize needs output_size")
+    unique, inverse = torch.unique(queries, return_inverse=True)
+    # without repeated queries, masks are written in output order (no gather copy afterwards)
+    order = queries if unique.numel() == queries.numel() else unique
+    size = (int(output_size[0]), int(output_size[1]))
+    masks = torch.empty((order.numel(), *size), dtype=torch.bool, device=mask_logits.device)
+    quality = torch.empty(order.numel(), dtype=torch.float32, device=mask_logits.device)
+    for start in range(0, order.numel(), max(1, chunk_size)):
+        idx = order[start:start + chunk_size]
+        logits = resize(mask_logits[idx]).float()
+        binary = masks[start:start + idx.numel()]
+        torch.gt(logits, 0, out=binary)
+        quality[start:start + idx.numel()] = mask_scores(logits, binary)
+        del logits
+    if order is unique:
+        masks, quality = masks[inverse], quality[inverse]
     return Instances(
-        tuple(mask_logits.shape[-2:]),
-        pred_masks=logits > 0,
+        size,
+        pred_masks=masks,
         pred_classes=classes.to(torch.int64),
-        scores=top_scores * mask_scores(logits),
+        scores=top_scores * quality.to(top_scores.dtype),
     )
 
 
@@ -193,5 +229,25 @@ def sem_seg_postprocess(result: Tensor, img_size: tuple[int, int], output_height
         [C, output_height, output_width] (bilinear, ``align_corners=False``).
     """
     cropped = result[:, : img_size[0], : img_size[1]]
+    if tuple(cropped.shape[-2:]) == (output_height, output_width):
+        return cropped  # a same-size bilinear resize is the identity
     return F.interpolate(cropped[None], size=(output_height, output_width), mode="bilinear",
                          align_corners=False)[0]
+
+
+def upsample_mask_logits(mask_logits: Tensor, padded_size: tuple[int, int], img_size: tuple[int, int],
+                         output_height: int, output_width: int) -> Tensor:
+    """Mask logits of the model's output grid at the original image size.
+
+    Bilinear to the padded input size (``align_corners=False``), then ``sem_seg_postprocess``:
+    every mask independently, so any subset of masks can be upsampled on its own.
+
+    Args:
+        mask_logits: [N, h, w] at 1/4 of the padded input.
+        padded_size: ``(H_pad, W_pad)``; img_size: unpadded ``(h, w)``; output size: the original.
+
+    Returns:
+        [N, output_height, output_width].
+    """
+    padded = F.interpolate(mask_logits[None], size=tuple(padded_size), mode="bilinear", align_corners=False)[0]
+    return sem_seg_postprocess(padded, img_size, output_height, output_width)

@@ -39,7 +39,7 @@ class BasicBlock(nn.Module):
         """Args: x [B, Cin, H, W]. Returns: [B, Cout, H/stride, W/stride]."""
         out = self.conv2(F.relu_(self.conv1(x)))
         identity = x if self.shortcut is None else self.shortcut(x)
-        return F.relu_(out + identity)
+        return F.relu_(_residual_add(out, identity))
 
 
 class BottleneckBlock(nn.Module):
@@ -69,7 +69,7 @@ class BottleneckBlock(nn.Module):
         out = F.relu_(self.conv2(out))
         out = self.conv3(out)
         identity = x if self.shortcut is None else self.shortcut(x)
-        return F.relu_(out + identity)
+        return F.relu_(_residual_add(out, identity))
 
 
 class BasicStem(nn.Module):
@@ -88,6 +88,11 @@ class BasicStem(nn.Module):
         """Args: x [B, 3, H, W]. Returns: [B, C, H/4, W/4]."""
         x = F.relu_(self.conv1(x))
         return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
+
+
+def _residual_add(out: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+    """``out + identity``, in place into ``out`` when no gradient is recorded (saves a buffer)."""
+    return out.add_(identity) if not torch.is_grad_enabled() else out + identity
 
 
 def _freeze(module: nn.Module) -> nn.Module:

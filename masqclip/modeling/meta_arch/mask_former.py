@@ -16,7 +16,13 @@ from ...utils.precision import full_precision
 from ..backbone import Backbone, build_backbone
 from ..losses.criterion import SetCriterion
 from ..losses.matcher import HungarianMatcher
-from ..postprocess import instance_inference, panoptic_inference, sem_seg_postprocess, semantic_inference
+from ..postprocess import (
+    instance_inference,
+    panoptic_inference,
+    sem_seg_postprocess,
+    semantic_inference,
+    upsample_mask_logits,
+)
 from .build import META_ARCH_REGISTRY
 from .mask_former_head import MaskFormerHead
 
@@ -170,14 +176,36 @@ class MaskFormer(nn.Module):
     def inference(self, outputs: dict, batched_inputs: list[dict], image_sizes: list[tuple[int, int]],
                   padded_size: tuple[int, int]) -> list[dict]:
         """Post-process each image's predictions to its original (height, width)."""
-        mask_logits = F.interpolate(outputs["pred_masks"].float(), size=padded_size, mode="bilinear", align_corners=False)
         results = []
-        for logits, masks, x, size in zip(outputs["pred_logits"], mask_logits, batched_inputs, image_sizes):
+        for logits, masks, x, size in zip(outputs["pred_logits"], outputs["pred_masks"], batched_inputs, image_sizes):
             probs = logits.float().softmax(-1)
-            results.append(self.postprocess_image(probs[:, :-1], masks, image_size=size,
-                                                  height=x.get("height", size[0]), width=x.get("width", size[1]),
-                                                  valid=probs.argmax(-1) != probs.shape[-1] - 1))
+            results.append(self.postprocess_low_res(probs[:, :-1], masks, padded_size=padded_size, image_size=size,
+                                                    height=x.get("height", size[0]), width=x.get("width", size[1]),
+                                                    valid=probs.argmax(-1) != probs.shape[-1] - 1))
         return results
+
+    def postprocess_low_res(self, class_probs: torch.Tensor, mask_logits: torch.Tensor, *,
+                            padded_size: tuple[int, int], image_size: tuple[int, int], height: int, width: int,
+                            valid: torch.Tensor | None = None) -> dict:
+        """``postprocess_image`` of mask logits at the model's output grid (1/4 of ``padded_size``).
+
+        Instance-only models upsample only the kept queries' masks, a few at a time (same result
+        as upsampling every mask first, without the [Q, H, W] float tensors); otherwise every
+        mask is upsampled to the padded size first.
+
+        Args:
+            mask_logits: [Q, h, w]; padded_size: (Hp, Wp) of the padded batch; the rest as
+                ``postprocess_image``.
+        """
+        if self.instance_on and not (self.semantic_on or self.panoptic_on):
+            def resize(m: torch.Tensor) -> torch.Tensor:
+                return upsample_mask_logits(m.float(), padded_size, image_size, height, width)
+
+            return {"instances": instance_inference(class_probs, mask_logits, topk=self.test_topk_per_image,
+                                                    resize=resize, output_size=(height, width))}
+        masks = F.interpolate(mask_logits[None].float(), size=padded_size, mode="bilinear", align_corners=False)[0]
+        return self.postprocess_image(class_probs, masks, image_size=image_size, height=height, width=width,
+                                      valid=valid)
 
     def postprocess_image(self, class_probs: torch.Tensor, mask_logits: torch.Tensor, *,
                           image_size: tuple[int, int], height: int, width: int,

@@ -287,11 +287,10 @@ class MasQTuning(MaskFormer):
         results = []
         for clip_logits, pred, x in zip(logits, preds, batched_inputs):
             size = pred["image_size"]
-            masks = F.interpolate(pred["pred_masks"][None].float(), size=pred["padded_size"], mode="bilinear",
-                                  align_corners=False)[0]
-            results.append(self.postprocess_image(
-                self.class_probabilities(clip_logits, pred["pred_logits"]), masks, image_size=size,
-                height=x.get("height", size[0]), width=x.get("width", size[1])))
+            results.append(self.postprocess_low_res(
+                self.class_probabilities(clip_logits, pred["pred_logits"]), pred["pred_masks"],
+                padded_size=pred["padded_size"], image_size=size, height=x.get("height", size[0]),
+                width=x.get("width", size[1])))
         return results
 
 

@@ -1,7 +1,7 @@
 """Multi-scale deformable attention (Deformable DETR) in pure PyTorch via ``F.grid_sample``.
 
 The sampling core runs one ``grid_sample`` per feature level for all heads, queries and points at
-once; nothing loops over queries or points. Works on CPU and CUDA, in any float dtype.
+once, on channels-last values; the attention weights are applied as one accumulation. Works on CPU and CUDA, in any float dtype.
 """
 from __future__ import annotations
 
@@ -24,23 +24,28 @@ def ms_deform_attn_core(value: torch.Tensor, spatial_shapes: list[tuple[int, int
     Returns:
         [B, Lq, M * D].
     """
-    b, _, m, d = value.shape
-    lq = sampling_locations.shape[1]
+    b, s, m, d = value.shape
+    lq, n_levels, n_points = sampling_locations.shape[1], sampling_locations.shape[3], sampling_locations.shape[4]
     # grid_sample wants (x, y) in [-1, 1]; align_corners=False puts pixel centres at (i + 0.5) / size.
-    grids = (2 * sampling_locations - 1).transpose(1, 2).flatten(0, 1)  # [B*M, Lq, L, P, 2]
-    weights = attention_weights.transpose(1, 2).flatten(0, 1).unsqueeze(1)  # [B*M, 1, Lq, L, P]
-    # Channels-first per head once for all levels: [B*M, D, S].
-    value = value.permute(0, 2, 3, 1).reshape(b * m, d, -1)
+    # Points-major grids [B*M, L, P, Lq, 2]: a level's samples come out as [B*M, D, P, Lq], so the
+    # weighted sum over points adds whole contiguous [D, Lq] planes (a reduction over the last,
+    # 4-long axis is several times slower than the sampling itself).
+    grids = (2 * sampling_locations - 1).permute(0, 2, 3, 4, 1, 5).reshape(b * m, n_levels, n_points, lq, 2)
+    weights = attention_weights.permute(0, 2, 3, 4, 1).reshape(b * m, 1, n_levels, n_points, lq)
+    # Channels-last per head: each bilinear tap reads D contiguous values. [B*M, S, D]
+    value = value.transpose(1, 2).reshape(b * m, s, d)
     out = None
     start = 0
     for lvl, (h, w) in enumerate(spatial_shapes):
-        value_l = value[:, :, start:start + h * w].reshape(b * m, d, h, w)
+        value_l = value[:, start:start + h * w].view(b * m, h, w, d).permute(0, 3, 1, 2)  # [B*M, D, H, W] (NHWC)
         start += h * w
-        # all heads (batch), queries (rows) and points (columns) of this level in one call: [B*M, D, Lq, P]
-        sampled = F.grid_sample(value_l, grids[:, :, lvl], mode="bilinear", padding_mode="zeros", align_corners=False)
-        # weighting in place of a batched matmul avoids transposing the sampled tensor
-        weighted = (sampled * weights[..., lvl, :]).sum(-1)  # [B*M, D, Lq]
-        out = weighted if out is None else out + weighted
+        # all heads (batch), points (rows) and queries (columns) of this level in one call: [B*M, D, P, Lq]
+        sampled = F.grid_sample(value_l, grids[:, lvl], mode="bilinear", padding_mode="zeros", align_corners=False)
+        for p in range(n_points):
+            if out is None:
+                out = sampled[:, :, p] * weights[:, :, lvl, p]
+            else:
+                out = out.addcmul_(sampled[:, :, p], weights[:, :, lvl, p])
     return out.reshape(b, m * d, lq).transpose(1, 2)
 
 

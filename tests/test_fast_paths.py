@@ -1,0 +1,253 @@
+"""Equivalence of the inference fast paths with straightforward reference formulations.
+
+Each optimisation is compared with the plain computation it replaces, written out here: frozen
+batch-norm folded into its convolution, the points-major deformable-attention core, instance
+post-processing that chooses queries before upsampling them, and the bf16 inference option
+(which must refuse cleanly where the CPU has no bf16 matrix units).
+"""
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from masqclip.config import setup_cfg
+from masqclip.modeling import build_model
+from masqclip.modeling.bf16 import (
+    Bf16Unsupported,
+    apply_test_precision,
+    bf16_support,
+    convert_for_bf16_inference,
+)
+from masqclip.modeling.layers import Conv2d, FrozenBatchNorm2d
+from masqclip.modeling.pixel_decoder import ms_deform_attn_core
+from masqclip.modeling.postprocess import instance_inference, mask_scores, upsample_mask_logits
+
+SYNTHETIC = "config/models/synthetic/teacher.yaml"
+
+
+# -- frozen batch-norm ----------------------------------------------------------------------
+def _random_frozen_bn(c: int, gen: torch.Generator) -> FrozenBatchNorm2d:
+    bn = FrozenBatchNorm2d(c)
+    bn.weight.copy_(torch.randn(c, generator=gen))
+    bn.bias.copy_(torch.randn(c, generator=gen))
+    bn.running_mean.copy_(torch.randn(c, generator=gen))
+    bn.running_var.copy_(torch.rand(c, generator=gen) + 0.1)
+    return bn
+
+
+def test_frozen_bn_is_batch_norm_with_fixed_statistics():
+    gen = torch.Generator().manual_seed(0)
+    bn = _random_frozen_bn(6, gen)
+    x = torch.randn(2, 6, 5, 7, generator=gen)
+    ref = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, training=False, eps=bn.eps)
+    torch.testing.assert_close(bn(x), ref, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("activation", [None, F.relu])
+def test_folded_conv_equals_conv_then_frozen_bn(bias, activation):
+    gen = torch.Generator().manual_seed(1)
+    conv = Conv2d(4, 6, 3, padding=1, stride=2, bias=bias, norm=_random_frozen_bn(6, gen), activation=activation)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen))
+        if bias:
+            conv.bias.copy_(torch.randn(6, generator=gen))
+    keys = list(conv.state_dict())
+    x = torch.randn(2, 4, 9, 11, generator=gen)
+    ref = conv.norm(F.conv2d(x, conv.weight, conv.bias, stride=2, padding=1)).detach()
+    if activation is not None:
+        ref = activation(ref)
+    with torch.no_grad():  # inference: the folded single convolution
+        folded = conv(x)
+    torch.testing.assert_close(folded, ref, rtol=1e-5, atol=1e-5)
+    # training (the conv weight needs a gradient): unfolded, same values and the usual gradient
+    out = conv(x)
+    torch.testing.assert_close(out.detach(), ref, rtol=1e-5, atol=1e-5)
+    out.sum().backward()
+    w = conv.weight.detach().clone().requires_grad_(True)
+    ref_out = conv.norm(F.conv2d(x, w, conv.bias, stride=2, padding=1))
+    (activation(ref_out) if activation is not None else ref_out).sum().backward()
+    torch.testing.assert_close(conv.weight.grad, w.grad, rtol=1e-5, atol=1e-5)
+    assert list(conv.state_dict()) == keys  # nothing folded into the stored weights
+    assert conv.weight.dtype == torch.float32 and not hasattr(conv, "_folded")
+
+
+def test_backbone_inference_equals_unfolded_reference(repo_dir):
+    """The whole ResNet (frozen BN everywhere, in-place residuals) against the same network
+    evaluated with every norm applied as a separate step."""
+    torch.manual_seed(0)
+    cfg = setup_cfg(str(repo_dir / SYNTHETIC), ["MODEL.DEVICE", "cpu", "MODEL.RESNETS.NORM", "FrozenBN"])
+    backbone = build_model(cfg).backbone.eval()
+    gen = torch.Generator().manual_seed(2)
+    for m in backbone.modules():
+        if isinstance(m, FrozenBatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+    x = torch.randn(1, 3, 64, 64, generator=gen)
+    with torch.no_grad():
+        fast = backbone(x)
+    with torch.enable_grad():  # grad mode on + weights needing grads: the unfolded path
+        slow = backbone(x)
+    for name in fast:
+        torch.testing.assert_close(fast[name], slow[name].detach(), rtol=1e-4, atol=1e-5)
+
+
+# -- deformable attention -------------------------------------------------------------------
+def _levelwise_core(value, shapes, locations, weights):
+    """The earlier formulation: per level, grid_sample [B*M, D, Lq, P], weight, sum points, add."""
+    b, _, m, d = value.shape
+    lq = locations.shape[1]
+    grids = (2 * locations - 1).transpose(1, 2).flatten(0, 1)
+    w = weights.transpose(1, 2).flatten(0, 1).unsqueeze(1)
+    value = value.permute(0, 2, 3, 1).reshape(b * m, d, -1)
+    out, start = 0, 0
+    for lvl, (h, wd) in enumerate(shapes):
+        v = value[:, :, start:start + h * wd].reshape(b * m, d, h, wd)
+        start += h * wd
+        sampled = F.grid_sample(v, grids[:, :, lvl], mode="bilinear", padding_mode="zeros", align_corners=False)
+        out = out + (sampled * w[..., lvl, :]).sum(-1)
+    return out.reshape(b, m * d, lq).transpose(1, 2)
+
+
+def test_deform_attn_core_equals_levelwise_formulation_values_and_gradients():
+    gen = torch.Generator().manual_seed(3)
+    shapes = [(9, 13), (5, 7), (3, 4)]
+    b, m, d, lq, p = 2, 4, 8, 17, 4
+    s = sum(h * w for h, w in shapes)
+    value = torch.randn(b, s, m, d, generator=gen, requires_grad=True)
+    locations = (torch.rand(b, lq, m, len(shapes), p, 2, generator=gen) * 1.4 - 0.2).requires_grad_(True)
+    weights = torch.rand(b, lq, m, len(shapes), p, generator=gen).softmax(-1).requires_grad_(True)
+    got = ms_deform_attn_core(value, shapes, locations, weights)
+    ref = _levelwise_core(value, shapes, locations, weights)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    g = torch.randn(got.shape, generator=gen)
+    grads = torch.autograd.grad((got * g).sum(), (value, locations, weights))
+    ref_grads = torch.autograd.grad((ref * g).sum(), (value, locations, weights))
+    for a, r in zip(grads, ref_grads):
+        torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-5)
+
+
+# -- post-processing ------------------------------------------------------------------------
+def _reference_instances(class_probs, full_logits, topk, thing_ids=None):
+    """Straightforward: every mask at full size, top-k pairs, threshold, score."""
+    k = class_probs.shape[1]
+    scores, idx = class_probs.flatten().topk(min(topk, class_probs.numel()), sorted=True)
+    classes, queries = idx % k, idx // k
+    if thing_ids is not None:
+        keep = torch.tensor([int(c) in set(thing_ids) for c in classes], dtype=torch.bool)
+        scores, classes, queries = scores[keep], classes[keep], queries[keep]
+    logits = full_logits[queries]
+    binary = (logits > 0).float()
+    quality = (logits.sigmoid() * binary).flatten(1).sum(1) / (binary.flatten(1).sum(1) + 1e-6)
+    return logits > 0, classes, scores * quality
+
+
+@pytest.mark.parametrize("num_classes,topk,thing_ids,chunk", [
+    (1, 100, None, 8),  # class-agnostic teacher: every query kept
+    (1, 5, None, 2),
+    (4, 9, None, 3),  # queries picked for several classes (resized once, gathered)
+    (4, 12, [0, 2], 5),
+    (3, 50, None, 64),
+])
+def test_instance_inference_upsampling_only_kept_masks_equals_reference(num_classes, topk, thing_ids, chunk):
+    gen = torch.Generator().manual_seed(4)
+    q, h, w = 7, 6, 8
+    probs = torch.rand(q, num_classes, generator=gen)
+    probs[2] = probs[5]  # ties between queries
+    if num_classes > 1:
+        probs[1, 0] = probs[1, 1]  # and between classes of one query
+    low = torch.randn(q, h, w, generator=gen) * 3
+    low[3] = -5.0  # an empty mask scores 0
+    padded, img, out = (24, 32), (22, 29), (45, 61)
+
+    def resize(m):
+        return upsample_mask_logits(m, padded, img, *out)
+
+    got = instance_inference(probs, low, topk=topk, thing_ids=thing_ids, resize=resize, output_size=out,
+                             chunk_size=chunk)
+    masks, classes, scores = _reference_instances(probs, resize(low), topk, thing_ids)
+    assert got.image_size == out
+    assert torch.equal(got.pred_masks, masks)
+    assert torch.equal(got.pred_classes, classes)
+    torch.testing.assert_close(got.scores, scores, rtol=1e-5, atol=1e-7)
+    # without resize: as before, on the given grid
+    plain = instance_inference(probs, low, topk=topk, thing_ids=thing_ids)
+    ref_plain = _reference_instances(probs, low, topk, thing_ids)
+    assert plain.image_size == (h, w) and torch.equal(plain.pred_masks, ref_plain[0])
+    torch.testing.assert_close(plain.scores, ref_plain[2], rtol=1e-5, atol=1e-7)
+
+
+def test_instance_inference_nothing_kept_and_resize_needs_size():
+    probs, low = torch.rand(3, 2), torch.randn(3, 4, 4)
+    got = instance_inference(probs, low, topk=4, thing_ids=[], resize=lambda m: m, output_size=(9, 9))
+    assert got.pred_masks.shape == (0, 9, 9) and got.scores.shape == (0,)
+    with pytest.raises(ValueError, match="output_size"):
+        instance_inference(probs, low, topk=4, resize=lambda m: m)
+
+
+def test_mask_scores_with_given_binary_equals_recomputed():
+    logits = torch.randn(5, 7, 9)
+    torch.testing.assert_close(mask_scores(logits, logits > 0), mask_scores(logits))
+
+
+def test_model_low_res_postprocessing_equals_upsample_everything_first(repo_dir):
+    """MaskFormer's instance-only path (upsample kept masks only) == upsampling all masks, then
+    the shared post-processing, with padding and an original size different from the input."""
+    torch.manual_seed(0)
+    model = build_model(setup_cfg(str(repo_dir / SYNTHETIC), ["MODEL.DEVICE", "cpu"])).eval()
+    assert model.instance_on and not (model.semantic_on or model.panoptic_on)
+    gen = torch.Generator().manual_seed(5)
+    q = model.num_queries
+    probs = torch.rand(q, 1, generator=gen)
+    low = torch.randn(q, 16, 16, generator=gen)
+    kwargs = dict(image_size=(50, 60), height=100, width=120)
+    fast = model.postprocess_low_res(probs, low, padded_size=(64, 64), **kwargs)["instances"]
+    full = F.interpolate(low[None], size=(64, 64), mode="bilinear", align_corners=False)[0]
+    slow = model.postprocess_image(probs, full, **kwargs)["instances"]
+    assert fast.image_size == slow.image_size == (100, 120)
+    assert torch.equal(fast.pred_masks, slow.pred_masks)
+    torch.testing.assert_close(fast.scores, slow.scores, rtol=1e-5, atol=1e-7)
+
+
+# -- bf16 inference option -------------------------------------------------------------------
+def test_bf16_refuses_cleanly_without_native_units(repo_dir, caplog):
+    ok, why = bf16_support(flags={"avx2", "fma"})
+    assert not ok and "amx_bf16" in why and "fp32" in why and "\n" not in why
+    assert bf16_support(flags={"avx2", "amx_bf16"}) == (True, "")
+    model = build_model(setup_cfg(str(repo_dir / SYNTHETIC), ["MODEL.DEVICE", "cpu"])).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(Bf16Unsupported, match="amx_bf16"):
+        convert_for_bf16_inference(model, flags=set())
+    cfg = setup_cfg(str(repo_dir / SYNTHETIC), ["MODEL.DEVICE", "cpu", "TEST.BF16_WEIGHTS", "True"])
+    with caplog.at_level(logging.WARNING):
+        assert apply_test_precision(cfg, model, flags=set()) == "fp32"
+    assert any("TEST.BF16_WEIGHTS" in r.getMessage() and "amx_bf16" in r.getMessage() for r in caplog.records)
+    after = model.state_dict()
+    assert all(after[k].dtype == v.dtype and torch.equal(after[k], v) for k, v in before.items())
+    assert apply_test_precision(setup_cfg(str(repo_dir / SYNTHETIC), ["MODEL.DEVICE", "cpu"]), model) == "fp32"
+
+
+@pytest.mark.skipif(not bf16_support()[0], reason="this CPU has no native bf16 matrix units")
+def test_bf16_inference_close_to_fp32_and_weights_converted_once(repo_dir):
+    torch.manual_seed(0)
+    model = build_model(setup_cfg(str(repo_dir / SYNTHETIC), ["MODEL.DEVICE", "cpu"])).eval()
+    x = [{"image": torch.rand(3, 96, 96, generator=torch.Generator().manual_seed(6)) * 255}]
+    with torch.no_grad():
+        ref = model.predict_queries(x)[0]
+    convert_for_bf16_inference(model)
+    convert_for_bf16_inference(model)  # a second call changes nothing
+    linear = model.sem_seg_head.predictor.class_embed
+    assert linear.weight.dtype == torch.bfloat16
+    assert all(n.weight.dtype == torch.float32 for n in model.modules() if isinstance(n, torch.nn.LayerNorm))
+    with torch.no_grad():
+        got = model.predict_queries(x)[0]
+        out = model(x)[0]["instances"]
+    assert linear.weight.dtype == torch.bfloat16  # not re-converted per call
+    assert got["pred_masks"].dtype == torch.float32 and out.scores.dtype == torch.float32
+    agree = ((got["pred_masks"] > 0) == (ref["pred_masks"] > 0)).float().mean()
+    assert agree > 0.97
+    obj = got["pred_logits"].softmax(-1)[:, 0] - ref["pred_logits"].softmax(-1)[:, 0]
+    assert obj.abs().max() < 0.05
