@@ -108,8 +108,8 @@ class Workload:
                 self.batch = [{"image": torch.rand(3, size, size, generator=gen) * 255, "height": size, "width": size}]
         if save_state:
             torch.save(self.model.state_dict(), state)
-        else:
-            self.model.load_state_dict(torch.load(state, weights_only=True))
+        # every worker loads the file (the same allocation history before the peak-memory call)
+        self.model.load_state_dict(torch.load(state, weights_only=True))
         if kind == "teacher_train":
             self.model.train()
             self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=1e-4)

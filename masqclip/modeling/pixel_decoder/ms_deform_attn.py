@@ -34,6 +34,8 @@ def ms_deform_attn_core(value: torch.Tensor, spatial_shapes: list[tuple[int, int
     weights = attention_weights.permute(0, 2, 3, 4, 1).reshape(b * m, 1, n_levels, n_points, lq)
     # Channels-last per head: each bilinear tap reads D contiguous values. [B*M, S, D]
     value = value.transpose(1, 2).reshape(b * m, s, d)
+    track_grad = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (value, sampling_locations, attention_weights))
     out = None
     start = 0
     for lvl, (h, w) in enumerate(spatial_shapes):
@@ -41,6 +43,12 @@ def ms_deform_attn_core(value: torch.Tensor, spatial_shapes: list[tuple[int, int
         start += h * w
         # all heads (batch), points (rows) and queries (columns) of this level in one call: [B*M, D, P, Lq]
         sampled = F.grid_sample(value_l, grids[:, lvl], mode="bilinear", padding_mode="zeros", align_corners=False)
+        if track_grad:
+            # autograd: one product and one reduction (slices would each back-propagate a zero-filled
+            # copy of the whole sampled tensor)
+            weighted = (sampled * weights[:, :, lvl]).sum(2)
+            out = weighted if out is None else out + weighted
+            continue
         for p in range(n_points):
             if out is None:
                 out = sampled[:, :, p] * weights[:, :, lvl, p]
