@@ -19,6 +19,11 @@ batch 2; the MasQ head (ViT-B/16 at 224, and ViT-L/14 at 336) embedding 100 mask
 miniature's teacher call; and, where the CPU has native bf16 matrix units, the bf16 inference
 option (``TEST.BF16_WEIGHTS``) of this checkout against its own fp32, with its accuracy cost.
 ``--quick`` runs the 512 px and ViT-B/16 workloads with 3 repeats (a few minutes on 2 cores).
+``--profile ROWS`` adds a torch.profiler table per workload and implementation.
+
+``benchmarks/masq_head.py`` compares the MasQ head with a port of the official design
+(``clip/reference.py``) instead; ``benchmarks/train_step.py`` times the synthetic stages' real
+training loops.
 """
 from __future__ import annotations
 
@@ -194,6 +199,11 @@ def worker(threads: int) -> None:
             reply = {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}
         elif cmd["cmd"] == "flops":
             reply = {"flops": work.flops()}
+        elif cmd["cmd"] == "profile":
+            from torch.profiler import ProfilerActivity, profile
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                work.run()
+            reply = {"table": prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=cmd["rows"])}
         elif cmd["cmd"] == "peak":
             reply = {"gflops": gemm_peak(threads, cmd["dtype"])}
         out.write(json.dumps(reply) + "\n")
@@ -279,6 +289,9 @@ def measure(name: str, args, peak_gflops: float) -> dict:
                     result[impl]["wall"].append(r["wall"])
                     result[impl]["cpu"].append(r["cpu"])
             flops = workers["ours"].ask(cmd="flops")["flops"]
+            if args.profile:
+                for impl, w in workers.items():
+                    print(f"--- profile of {name}, {impl}\n" + w.ask(cmd="profile", rows=args.profile)["table"])
         finally:
             for w in workers.values():
                 w.close()
@@ -319,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=0, help="timed calls per implementation (default 5, quick 3)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--output", default="", help="also write the results as JSON")
+    parser.add_argument("--profile", type=int, default=0, metavar="ROWS",
+                        help="also print a torch.profiler table (this many rows) of one call of each implementation")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
