@@ -203,9 +203,14 @@ def instance_inference(
     for start in range(0, order.numel(), max(1, chunk_size)):
         idx = order[start:start + chunk_size]
         logits = resize(mask_logits[idx]).float()
+        if not logits.is_contiguous() or logits.data_ptr() == mask_logits.data_ptr():
+            logits = logits.clone(memory_format=torch.contiguous_format)  # ours to overwrite
         binary = masks[start:start + idx.numel()]
         torch.gt(logits, 0, out=binary)
-        quality[start:start + idx.numel()] = mask_scores(logits, binary)
+        # mask_scores in place on this chunk's own buffer: sigmoid inside the mask, 0 outside
+        inside = logits.sigmoid_().mul_(binary).flatten(1).sum(1)
+        count = binary.flatten(1).sum(1).to(inside.dtype)
+        quality[start:start + idx.numel()] = inside / (count + _EMPTY_MASK_EPS)
         del logits
     if order is unique:
         masks, quality = masks[inverse], quality[inverse]
