@@ -191,6 +191,23 @@ def test_instance_inference_upsampling_only_kept_masks_equals_reference(num_clas
     torch.testing.assert_close(plain.scores, ref_plain[2], rtol=1e-5, atol=1e-7)
 
 
+def test_instance_inference_crop_only_resize_leaves_input_intact():
+    """Output size == unpadded size: the resize is a crop (a strided view), scored on a copy."""
+    gen = torch.Generator().manual_seed(7)
+    probs, low = torch.rand(5, 1, generator=gen), torch.randn(5, 6, 8, generator=gen)
+    kept = low.clone()
+
+    def resize(m):
+        return upsample_mask_logits(m, (24, 32), (22, 29), 22, 29)
+
+    got = instance_inference(probs, low, topk=5, resize=resize, output_size=(22, 29), chunk_size=2)
+    masks, _, scores = _reference_instances(probs, resize(low), 5)
+    assert torch.equal(got.pred_masks, masks) and torch.equal(low, kept)
+    torch.testing.assert_close(got.scores, scores, rtol=1e-5, atol=1e-7)
+    same = instance_inference(probs, low, topk=5, resize=lambda m: m, output_size=(6, 8))  # identity resize
+    assert torch.equal(low, kept) and torch.equal(same.pred_masks, _reference_instances(probs, low, 5)[0])
+
+
 def test_instance_inference_nothing_kept_and_resize_needs_size():
     probs, low = torch.rand(3, 2), torch.randn(3, 4, 4)
     got = instance_inference(probs, low, topk=4, thing_ids=[], resize=lambda m: m, output_size=(9, 9))
