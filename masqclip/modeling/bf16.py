@@ -20,27 +20,15 @@ import platform
 import torch
 from torch import nn
 
+from ..utils.precision import CPU_BF16_FLAG, cpu_native_bf16
 from .layers import Conv2d, FrozenBatchNorm2d
 
 __all__ = ["Bf16Unsupported", "apply_test_precision", "bf16_support", "convert_for_bf16_inference",
            "is_bf16_converted"]
 
-_CPU_FLAG = "amx_bf16"
-
 
 class Bf16Unsupported(RuntimeError):
     """bf16 inference was asked for where it would be slower than fp32 (or impossible)."""
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def bf16_support(flags: set[str] | None = None) -> tuple[bool, str]:
@@ -51,11 +39,10 @@ def bf16_support(flags: set[str] | None = None) -> tuple[bool, str]:
     Returns:
         ``(True, "")`` or ``(False, reason)``, the reason one line for the user.
     """
-    flags = _cpu_flags() if flags is None else flags
-    if _CPU_FLAG in flags:
+    if cpu_native_bf16(flags):
         return True, ""
     cpu = platform.processor() or platform.machine() or "this CPU"
-    return False, (f"bf16 inference needs native bf16 matrix units (Intel AMX, CPU flag '{_CPU_FLAG}'), which "
+    return False, (f"bf16 inference needs native bf16 matrix units (Intel AMX, CPU flag '{CPU_BF16_FLAG}'), which "
                    f"{cpu} lacks: bf16 would be emulated and slower than fp32; running in fp32")
 
 

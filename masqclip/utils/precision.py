@@ -51,24 +51,38 @@ class AmpSetting:
         return torch.autocast(self.device_type, dtype=self.dtype)
 
 
-@lru_cache(maxsize=1)
-def cpu_native_bf16() -> bool:
-    """True when this CPU multiplies bf16 matrices natively (Intel AMX ``amx_bf16``).
+CPU_BF16_FLAG = "amx_bf16"  # Intel AMX: native bf16 matrix units (without them bf16 is emulated, slower)
 
-    Reads ``/proc/cpuinfo`` on Linux; elsewhere asks torch whether AMX tiles are supported.
-    """
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags from ``/proc/cpuinfo`` (empty where it cannot be read)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:
                 if line.startswith("flags"):
-                    return "amx_bf16" in line.split()
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    try:
-        return bool(probe()) if probe else False
-    except Exception:  # noqa: BLE001 - a capability probe must never fail a job
-        return False
+    return frozenset()
+
+
+def cpu_native_bf16(flags: set[str] | frozenset[str] | None = None) -> bool:
+    """True when this CPU multiplies bf16 matrices natively (Intel AMX ``amx_bf16``).
+
+    Args:
+        flags: CPU feature flags (default: this machine's, from ``/proc/cpuinfo``; where those
+            cannot be read, torch is asked whether AMX tiles are supported).
+    """
+    if flags is None:
+        flags = cpu_flags()
+        if not flags:
+            probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+            try:
+                return bool(probe()) if probe else False
+            except Exception:  # noqa: BLE001 - a capability probe must never fail a job
+                return False
+    return CPU_BF16_FLAG in flags
 
 
 def cuda_bf16_supported() -> bool:
