@@ -31,4 +31,5 @@ localrules:
 rule all:
     input:
         final_targets(),
+        FRONT_PAGE,
     default_target: True

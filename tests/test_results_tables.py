@@ -127,13 +127,45 @@ def test_formats_round_trip(tmp_path, metrics_files):
                           rounds=2, paper=True)
     assert [t.name for t in tables] == planned_tables(["base-novel", "cross-dataset"], ABLATIONS)
     written = write_tables(tables, tmp_path / "tables")
-    assert len(written) == 3 * len(tables)
+    assert len(written) == 4 * len(tables)
     rows = list(csv.reader(io.StringIO((tmp_path / "tables/base_novel.csv").read_text())))
     assert rows[0] == ["", *tables[0].columns] and rows[1][1] == "52.0000" and rows[3][0] == DIFF
     tex = (tmp_path / "tables/base_novel.tex").read_text()
     assert "\\begin{tabular}{lrrrrr}" in tex and "MasQCLIP (ours) & 52.0 & 30.5 & 50.0 & 30.0 & 45.0 \\\\" in tex
     md = (tmp_path / "tables/ablation_rounds_base-novel.md").read_text()
     assert "| student round 2 | 61.5 | 51.5 | 30.0 | 31.9 |" in md
+
+
+def test_html_table_is_a_captioned_table_of_the_numbers():
+    table = Table("t", "AP50 <base> & novel", ["base", "novel"], notes=["a note & more"])
+    table.add("ours", [52.04, None])
+    table.add("paper", [51.0, 34.3])
+    html = table.to_html()
+    assert "<caption>AP50 &lt;base&gt; &amp; novel</caption>" in html
+    assert "<thead><tr><th></th><th>base</th><th>novel</th></tr></thead>" in html
+    assert "<tr><th>ours</th><td>52.0</td><td>-</td></tr>" in html
+    assert "<tr><th>paper</th><td>51.0</td><td>34.3</td></tr>" in html
+    assert '<p class="note">a note &amp; more</p>' in html
+
+
+def test_front_page_inlines_tables_and_embeds_plots(tmp_path):
+    import base64
+    import re
+
+    from masqclip.results.front import front_page
+
+    table = Table("t", "Headline", ["novel AP50"])
+    table.add("ours", [31.9])
+    (tmp_path / "t.html").write_text(table.to_html())
+    png = tmp_path / "base_novel_base-novel.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    page = front_page([tmp_path / "t.html", png])
+    assert "<tr><th>ours</th><td>31.9</td></tr>" in page and page.count("<meta") == 0
+    data = re.search(r'src="data:image/png;base64,([^"]+)"', page).group(1)
+    assert base64.b64decode(data) == png.read_bytes()
+    assert "Distillation rounds" in page
+    with pytest.raises(ValueError, match="not .csv"):
+        front_page([tmp_path / "t.csv"])
 
 
 def test_latex_escapes_special_characters():
@@ -152,6 +184,6 @@ def test_cli_writes_all_tables(tmp_path, metrics_files):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert len(names) == 15 and "cross_dataset.tex" in names
+    assert len(names) == 20 and "cross_dataset.tex" in names and "cross_dataset.html" in names
     assert "| MasQCLIP (paper) | 30.4 | 10.7 | 57.8 | 18.2 | 23.3 | 21.2 | 27.7 |" in \
         (tmp_path / "out/cross_dataset.md").read_text()

@@ -3,8 +3,10 @@ every planned job runs once, a second run schedules nothing, and changing the Ma
 re-runs exactly MasQ-Tuning, its evaluations, the qualitative figures, tables and plots."""
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 
 import pytest
 import yaml
@@ -17,11 +19,11 @@ from workflow_support import install_stub_cli, job_counts, scratch_config, snake
 # base-novel 3 tests + object score off + frozen CLIP + proposals of rounds 0..2 and of the control
 # = 9, cross-dataset 2 tests; qualitative 2 + 1.
 DEFAULT_JOBS = {"prepare": 1, "pretrain_clip": 1, "train_teacher": 2, "train_student": 3, "train_control": 1,
-                "train_tuning": 2, "evaluate": 11, "qualitative": 3, "tables": 1, "plots": 1, "all": 1}
+                "train_tuning": 2, "evaluate": 11, "qualitative": 3, "tables": 1, "plots": 1, "front_page": 1, "all": 1}
 # After a change of the base-novel MasQ-Tuning overrides: its tuning job, the 4 evaluations of the
 # tuned model (3 tests, object score off; not frozen CLIP, not proposals), the 2 base-novel
 # qualitative figures, tables, plots.
-RETUNE_JOBS = {"train_tuning": 1, "evaluate": 4, "qualitative": 2, "tables": 1, "plots": 1, "all": 1}
+RETUNE_JOBS = {"train_tuning": 1, "evaluate": 4, "qualitative": 2, "tables": 1, "plots": 1, "front_page": 1, "all": 1}
 
 pytestmark = pytest.mark.slow  # the module's two workflow runs take ~45 s on 2 busy cores
 
@@ -81,8 +83,27 @@ def test_html_report_holds_tables_and_plots(finished_run):
     proc = snakemake("--report", str(report), "--configfile", str(config), workdir=tmp, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     html = report.read_text(errors="replace")
-    for name in ("base_novel.md", "training_base-novel.png", "clip_zero_shot.png", "Qualitative"):
+    for name in ("base_novel.html", "training_base-novel.png", "clip_zero_shot.png", "Qualitative"):
         assert name in html
+    # Each table is in the report as an HTML page (base64 inside the self-contained report), shown
+    # in place, not a download: its caption and the stand-in evaluation's numbers are cells.
+    pages = {m.group(1): base64.b64decode(m.group(2)).decode() for m in re.finditer(
+        r"data:text/html;charset=[^;]*;filename=([^;]+);base64,([A-Za-z0-9+/=]+)", html)}
+    assert set(pages) == {f"{n}.html" for n in ("base_novel", "cross_dataset", "ablation_rounds_base-novel",
+                                                "ablation_object_score_base-novel", "ablation_frozen_clip_base-novel",
+                                                "front")}
+    base_novel = pages["base_novel.html"]
+    assert "<caption>Open-vocabulary instance segmentation" in base_novel
+    cells = re.findall(r"<td>([^<]*)</td>", base_novel)  # generalized all, constrained base/novel, ...
+    assert cells == ["50.0", "50.0", "60.0", "40.0", "50.0"]
+    assert re.findall(r"<td>([^<]*)</td>", pages["cross_dataset.html"])[:1] == ["33.0"]
+    # The front page (the workflow description) holds the headline tables and the rounds plot.
+    front = html[html.index("MasQCLIP pipeline run"):]
+    assert "Open-vocabulary instance segmentation, base-novel split" in front
+    assert "<td>60.0</td><td>40.0</td>" in front
+    assert "Progressive distillation rounds (base-novel)" in front
+    assert "data:image/png;base64,iVBOR" in front  # the rounds plot, embedded by the front page itself
+    assert "<td>60.0</td><td>40.0</td>" in pages["front.html"]
 
 
 def test_second_run_schedules_nothing(finished_run):

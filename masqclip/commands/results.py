@@ -4,6 +4,7 @@
       --rounds 2 --ablations '{"rounds": {...}}' [--paper] [--miou-convention gt|d2v06] METRICS.json ...
   masqclip results plots --output-dir results/plots --settings base-novel --rounds 2 \
       --train base-novel/teacher=results/models/.../metrics.jsonl ... [--clip-weights tiny.pt] METRICS.json ...
+  masqclip results front-page --output results/report/front.html TABLE.html ... PLOT.png ...
 
 Metrics files must sit at ``.../<setting>/<variant>/<test>.json`` (the workflow's layout).
 """
@@ -14,7 +15,7 @@ import json
 from pathlib import Path
 
 COMMAND = "results"
-HELP = "write result tables (md/tex/csv) or plots (png) from metrics files"
+HELP = "write result tables (md/tex/csv/html) or plots (png) from metrics files"
 
 
 def add_arguments(parser) -> None:
@@ -27,6 +28,9 @@ def add_arguments(parser) -> None:
         p.add_argument("--rounds", type=int, required=True, help="distillation rounds K of the run")
         p.add_argument("--ablations", type=json.loads, default={}, help="the config's 'ablations' mapping, as JSON")
         p.add_argument("metrics", nargs="*", help="metrics JSONs written by 'masqclip eval'")
+    front = sub.add_parser("front-page", help="one HTML fragment of headline tables (.html) and plots (.png)")
+    front.add_argument("--output", required=True, help="HTML file to write")
+    front.add_argument("files", nargs="+", help="table fragments (.html) and plots (.png), in page order")
     tables = sub.choices["tables"]
     tables.add_argument("--paper", action="store_true", help="add the paper's numbers and our difference to them")
     tables.add_argument("--miou-convention", choices=("gt", "d2v06"), default="gt",
@@ -39,6 +43,8 @@ def add_arguments(parser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.what == "front-page":
+        return _front_page(args)
     from ..results import build_tables, load_metrics, write_tables
 
     metrics = load_metrics(args.metrics)
@@ -68,4 +74,17 @@ def main(args: argparse.Namespace) -> int:
         else:
             plots.plot_clip_zero_shot(plots.clip_metrics_file(args.clip_weights), target)
         print(target)
+    return 0
+
+
+def _front_page(args: argparse.Namespace) -> int:
+    import sys
+
+    from ..results.front import write_front_page
+
+    try:
+        print(write_front_page(args.files, args.output))
+    except (OSError, ValueError) as err:
+        print(f"masqclip results front-page: {err}", file=sys.stderr)
+        return 2
     return 0

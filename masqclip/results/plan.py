@@ -349,7 +349,7 @@ class Plan:
         return planned_tables(self.settings, self.config.get("ablations", {}))
 
     def table_files(self) -> list[str]:
-        return [f"{self.results}/tables/{n}.{ext}" for n in self.table_names() for ext in ("md", "tex", "csv")]
+        return [f"{self.results}/tables/{n}.{ext}" for n in self.table_names() for ext in ("md", "tex", "csv", "html")]
 
     def plot_files(self) -> list[str]:
         from .plots import planned_plots

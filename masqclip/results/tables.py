@@ -8,6 +8,7 @@ With ``paper=True`` the paper's numbers (DESIGN section 3) and our difference to
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import math
@@ -88,6 +89,28 @@ class Table:
         for label, vals in self.rows:
             writer.writerow([label] + ["" if v is None else f"{v:.4f}" for v in vals])
         return buf.getvalue()
+
+    def to_html(self) -> str:
+        """The table as an HTML fragment (its title as caption, the notes below, a scoped style):
+        a page of its own in a browser, and what the Snakemake report shows in place of a download."""
+        esc = html.escape
+        lines = ['<meta charset="utf-8">', f"<style>{_HTML_STYLE}</style>", f'<div class="masqclip-table" id="{esc(self.name)}">',
+                 f"<table><caption>{esc(self.title)}</caption>",
+                 "<thead><tr>" + "".join(f"<th>{esc(c)}</th>" for c in [""] + self.columns) + "</tr></thead>",
+                 "<tbody>"]
+        lines += ["<tr><th>" + esc(label) + "</th>" + "".join(f"<td>{esc(self._fmt(v))}</td>" for v in vals) + "</tr>"
+                  for label, vals in self.rows]
+        lines += ["</tbody></table>"] + [f'<p class="note">{esc(n)}</p>' for n in self.notes] + ["</div>"]
+        return "\n".join(lines) + "\n"
+
+
+_HTML_STYLE = (".masqclip-table{font-family:sans-serif;margin:0.5em 0 1.5em}"
+               ".masqclip-table table{border-collapse:collapse}"
+               ".masqclip-table caption{font-weight:bold;text-align:left;padding:0.3em 0}"
+               ".masqclip-table th,.masqclip-table td{border-bottom:1px solid #ccc;padding:0.25em 0.7em}"
+               ".masqclip-table td{text-align:right}.masqclip-table thead th{border-bottom:2px solid #555}"
+               ".masqclip-table tbody th{text-align:left;font-weight:normal}"
+               ".masqclip-table .note{font-size:0.85em;color:#555;max-width:60em;margin:0.2em 0}")
 
 
 def _latex_escape(text: str) -> str:
@@ -264,12 +287,13 @@ def build_tables(metrics: dict, *, settings: list[str], ablations: dict, rounds:
 
 
 def write_tables(tables: list[Table], output_dir: str | Path) -> list[Path]:
-    """``<output_dir>/<name>.{md,tex,csv}`` per table; returns the paths written."""
+    """``<output_dir>/<name>.{md,tex,csv,html}`` per table; returns the paths written."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for table in tables:
-        for ext, text in (("md", table.to_markdown()), ("tex", table.to_latex()), ("csv", table.to_csv())):
+        for ext, text in (("md", table.to_markdown()), ("tex", table.to_latex()), ("csv", table.to_csv()),
+                          ("html", table.to_html())):
             path = out / f"{table.name}.{ext}"
             path.write_text(text, encoding="utf-8")
             written.append(path)

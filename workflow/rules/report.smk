@@ -1,10 +1,11 @@
-# Tables (Markdown, LaTeX, CSV), plots and qualitative overlays; all in the HTML report of
+# Tables (Markdown, LaTeX, CSV, HTML), plots and qualitative overlays; all in the HTML report of
 # `snakemake --report results/report.html`.
 
 
 localrules:
     tables,
     plots,
+    front_page,
 
 
 rule tables:
@@ -12,10 +13,11 @@ rule tables:
         metrics=[e.path for e in PLAN.evaluations],
     output:
         report(
-            PLAN.table_files(),
+            [f for f in PLAN.table_files() if f.endswith(".html")],
             caption="../report/tables.rst",
             category="Tables",
         ),
+        [f for f in PLAN.table_files() if not f.endswith(".html")],
     params:
         settings=shlex.join(PLAN.settings),
         rounds=PLAN.rounds,
@@ -69,6 +71,29 @@ rule plots:
 
     shell:
         "masqclip results plots --output-dir {params.outdir:q} --settings {params.settings} --rounds {params.rounds:q} --ablations {params.ablations} {params.train} {params.clip} {input.metrics:q} > {log:q} 2>&1"
+
+
+# The report's front page: the headline tables (main results, distillation rounds) and the rounds
+# plot in one HTML fragment, which workflow/report/workflow.rst includes.
+FRONT_PAGE = f"{R}/report/front.html"
+
+
+rule front_page:
+    input:
+        tables=[f for f in PLAN.table_files() if f.endswith(".html") and "/tables/ablation_" not in f]
+        + [f for f in PLAN.table_files() if f.endswith(".html") and "/tables/ablation_rounds_" in f],
+        plots=[f for f in PLAN.plot_files() if "/plots/base_novel_" in f],
+    output:
+        report(FRONT_PAGE, caption="../report/front.rst", category="Overview"),
+    log:
+        f"{R}/logs/front_page.log",
+    resources:
+        **res("report"),
+    conda:
+        CONDA_ENV
+
+    shell:
+        "masqclip results front-page --output {output} {input.tables} {input.plots} > {log} 2>&1"
 
 
 rule qualitative:
