@@ -1,8 +1,9 @@
 """Segment one image with a trained model and any vocabulary; write a PNG overlay and a JSON of segments.
 
-The overlay shows the image with each segment's mask in its own colour and "class score" at the
-mask's centre. The JSON lists the segments: {"id", "category_id", "class", "score", "area",
-"bbox" [x, y, w, h], "segmentation" (COCO RLE)}. Panoptic output is used when the model gives it,
+The overlay shows the image with each segment outlined in its class's colour and a numbered tag,
+and a legend beside it of number, class and score (numbers = the JSON's ids). The JSON lists the
+segments: {"id", "category_id", "class", "score", "area", "bbox" [x, y, w, h], "segmentation"
+(COCO RLE)}. Panoptic output is used when the model gives it,
 else instances (score >= --min-score), else semantic segmentation (one segment per class present).
 
 Vocabulary: --vocab "cat; kitty, dog" (classes separated by ';', synonyms by ',') replaces the
@@ -23,18 +24,13 @@ from __future__ import annotations
 import os
 import sys
 
+from ..overlay import MIN_OVERLAY_SIDE, draw_overlay  # noqa: F401 (the overlay: outlines, tags, legend)
 from ._common import add_config_arguments, config_from_args
 
 COMMAND = "predict"
 HELP = "segment an image with any vocabulary: PNG overlay + JSON of segments"
 DEFAULT_MIN_SCORE = 0.5
 AGNOSTIC_NAME = "object"
-OVERLAY_ALPHA = 0.5
-LABEL_ALPHA = 0.8  # opacity of a label's box
-LABEL_FONT_PX = 11
-MIN_OVERLAY_SIDE = 384  # px: smaller images are drawn enlarged (whole-pixel factor) so labels stay legible
-COLORMAP = "tab10"
-BLEND_ROWS = 512  # rows blended at a time in the overlay (bounds the float copy)
 
 
 def add_arguments(parser) -> None:
@@ -119,69 +115,6 @@ def segments_to_json(segments: list[dict], size: tuple[int, int] | None = None) 
                     "score": round(seg["score"], 4), "area": int(mask_utils.area(rle)),
                     "bbox": [float(x) for x in mask_utils.toBbox(rle)], "segmentation": rle})
     return out
-
-
-def _label_position(mask, size: tuple[int, int]) -> tuple[float, float] | None:
-    """(x, y) of a mask's centroid in the pixels of an image of ``size``, computed at the mask's own size."""
-    import numpy as np
-
-    small = mask.numpy() if hasattr(mask, "numpy") else np.asarray(mask)
-    ys, xs = np.nonzero(small)
-    if not len(ys):
-        return None
-    sy, sx = size[0] / small.shape[0], size[1] / small.shape[1]
-    return float((xs.mean() + 0.5) * sx - 0.5), float((ys.mean() + 0.5) * sy - 0.5)
-
-
-def draw_overlay(image, segments: list[dict], path: str) -> None:
-    """Write ``image`` (uint8 [H, W, 3]) with coloured masks and "class score" labels to ``path``.
-
-    Masks of another size than the image are mapped to it (nearest neighbour). Images with a side
-    below ``MIN_OVERLAY_SIDE`` are enlarged by the smallest whole factor that reaches it (nearest
-    neighbour: each pixel becomes a block). Blending works in bands of rows and the labels are drawn
-    with PIL on the uint8 pixels, so memory stays a small multiple of the image's own.
-    """
-    import matplotlib
-    import numpy as np
-    from matplotlib import font_manager
-    from PIL import Image, ImageDraw, ImageFont
-
-    factor = max(1, -(-MIN_OVERLAY_SIDE // min(image.shape[:2])))  # ceil division
-    size = (image.shape[0], image.shape[1])
-    h = size[0] * factor
-    colors = matplotlib.colormaps[COLORMAP]
-    blended = image.repeat(factor, 0).repeat(factor, 1) if factor > 1 else image.copy()
-    labels = []
-    for k, seg in enumerate(segments):
-        position = _label_position(seg["mask"], size)
-        if position is None:
-            continue
-        color = np.asarray(colors(k % colors.N)[:3], dtype=np.float32)
-        mask = full_size_mask(seg["mask"], size)
-        if factor > 1:
-            mask = mask.repeat(factor, 0).repeat(factor, 1)
-        tint = OVERLAY_ALPHA * 255.0 * color
-        for y0 in range(0, h, BLEND_ROWS):
-            band, part = blended[y0:y0 + BLEND_ROWS], mask[y0:y0 + BLEND_ROWS]
-            if not part.any():
-                continue
-            mixed = band.astype(np.float32)
-            mixed *= 1 - OVERLAY_ALPHA
-            mixed += tint
-            np.copyto(band, np.rint(mixed).astype(np.uint8), where=part[..., None])
-        del mask
-        labels.append(((position[0] + 0.5) * factor - 0.5, (position[1] + 0.5) * factor - 0.5,
-                       f"{seg['class']} {seg['score']:.2f}", tuple(int(round(255 * c)) for c in color)))
-    canvas = Image.fromarray(blended)
-    del blended
-    draw = ImageDraw.Draw(canvas, "RGBA")
-    font = ImageFont.truetype(font_manager.findfont("DejaVu Sans"), LABEL_FONT_PX)
-    for x, y, text, rgb in labels:
-        left, top, right, bottom = draw.textbbox((x, y), text, font=font, anchor="mm")
-        draw.rectangle((left - 1, top - 1, right + 1, bottom + 1), fill=(*rgb, int(255 * LABEL_ALPHA)))
-        draw.text((x, y), text, font=font, anchor="mm", fill=(255, 255, 255))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    canvas.save(path)
 
 
 def read_input_image(path: str):
