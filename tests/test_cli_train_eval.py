@@ -136,16 +136,29 @@ def test_teacher_student_eval_predict_end_to_end(world, tmp_path, monkeypatch):
     pred = json.loads(out.with_suffix(".json").read_text())
     width, height = Image.open(image).size
     factor = -(-MIN_OVERLAY_SIDE // min(width, height))  # small images are drawn enlarged
-    assert Image.open(out).size == (width * factor, height * factor)
+    drawn_w, drawn_h = Image.open(out).size
+    assert drawn_h == height * factor and drawn_w > width * factor  # the legend sits to the right
     assert pred["source"] == "instances" and pred["segments"] and pred["segments"][0]["class"] == "object"
 
-    # MasQ-Tuning model (tiny random CLIP) from the teacher's mask-generator checkpoint, any vocabulary
+    # The checkpoint carries the config it was trained with: predict needs no --config-file.
+    from masqclip.checkpoint.provenance import read_metadata
+
+    assert yaml.safe_load(read_metadata(teacher / "model_final.pth")["cfg"])["OUTPUT_DIR"] == str(teacher)
+    assert cli(["predict", "--weights", str(teacher / "model_final.pth"), "--image", str(image),
+                "--output", str(tmp_path / "pred" / "alone.png"), "--min-score", "0"]) == 0
+
+    # MasQ-Tuning model (tiny CLIP, random weights saved to a file) from the teacher's mask-generator
+    # checkpoint, any vocabulary (no CLIP weights at all would be refused: a random text encoder)
+    from masqclip.modeling.clip.factory import create_clip
+
+    clip_file = tmp_path / "tiny_clip.pt"
+    torch.save(create_clip(model_name="masqclip-tiny", pretrained="").state_dict(), clip_file)
     monkeypatch.setenv("MASQCLIP_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "pred" / "vocab.png"
     assert cli(["predict", "--config-file", str(config), "--weights", str(teacher / "model_final.pth"),
                 "--image", str(image), "--output", str(out), "--vocab", "red thing; blue thing, azure thing",
                 "--min-score", "0", "MODEL.META_ARCHITECTURE", "MasQTuning", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "8",
-                "MODEL.MASQ_CLIP.MODEL_NAME", "['masqclip-tiny']", "MODEL.MASQ_CLIP.PRETRAINED", "''",
+                "MODEL.MASQ_CLIP.MODEL_NAME", "['masqclip-tiny']", "MODEL.MASQ_CLIP.PRETRAINED", str(clip_file),
                 "MODEL.MASQ_CLIP.TRAIN_MASK_SIZE", "64"]) == 0
     pred = json.loads(out.with_suffix(".json").read_text())
     assert pred["classes"] == ["red thing", "blue thing, azure thing"]

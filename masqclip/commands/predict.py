@@ -14,13 +14,18 @@ The image is resized for inference as evaluation does (shortest edge INPUT.MIN_S
 at most INPUT.MAX_SIZE_TEST); the model's outputs are post-processed at that size and each kept
 segment's mask is mapped back to the original size (nearest neighbour) one at a time, so a large
 photo costs little more memory than its pixels.
+The config is the one the model was trained with (saved in the checkpoint, else config.yaml beside
+it) unless --config-file is given. A MasQ-Tuning checkpoint does not hold CLIP's text tower: it
+records which CLIP weights (path and sha256) it was tuned with, and predict refuses to run with
+none, a missing file or other weights.
 
 example:
-  masqclip predict --config-file config/models/synthetic/masqclip.yaml --weights model_final.pth \\
+  masqclip predict --weights results/models/.../model_final.pth \\
       --image scene.png --vocab "red circle; blue star; grass" --output scene_seg.png --json scene_seg.json
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -145,6 +150,30 @@ def inference_input(cfg, image) -> dict:
     tf = ResizeShortestEdge.from_config(cfg)(image.shape[:2])
     resized = tf.apply_image(image)
     return {"image": _to_chw(resized), "height": resized.shape[0], "width": resized.shape[1]}
+def inference_config(args):
+    """(config, checkpoint metadata): ``--config-file`` when given, else the config the checkpoint was
+    trained with (saved inside it, else ``config.yaml`` beside it); ``KEY VALUE`` overrides on top."""
+    import tempfile
+
+    from ..checkpoint.provenance import read_metadata, training_config
+    from ..config import ConfigError
+    from ..utils.logger import get_logger
+
+    meta = read_metadata(args.weights)  # an unreadable or unsafe file: one CheckpointError line
+    if args.config_file:
+        return config_from_args(args, freeze=False), meta
+    found = training_config(args.weights, meta)
+    if found is None:
+        raise ConfigError(f"--weights {args.weights} carries no config and there is no config.yaml beside it: "
+                          "pass --config-file")
+    text, source = found
+    get_logger("predict").info("config: %s", source)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "config.yaml")
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        args = argparse.Namespace(**{**vars(args), "config_file": path})
+        return config_from_args(args, freeze=False), meta
 
 
 def main(args) -> int:
@@ -152,6 +181,7 @@ def main(args) -> int:
 
     import torch
 
+    from ..checkpoint.provenance import check_clip_weights
     from ..engine.checkpointer import load_model_weights
     from ..errors import UserError
     from ..modeling import build_model
@@ -161,7 +191,7 @@ def main(args) -> int:
     from ..utils.precision import amp_from_config
 
     setup_logger()
-    cfg = config_from_args(args, freeze=False)
+    cfg, meta = inference_config(args)
     cfg.MODEL.WEIGHTS = args.weights
     cfg.freeze()
     if args.vocab is not None:
@@ -171,6 +201,7 @@ def main(args) -> int:
             raise UserError(f"--vocab {args.vocab!r} names no class (classes are separated by ';', "
                             "synonyms by ',')") from None
     image = read_input_image(args.image)  # before the model is built: a wrong path fails at once
+    check_clip_weights(cfg, meta, args.weights)  # a text tower that cannot be rebuilt as tuned: refuse
     model = build_model(cfg)
     load_model_weights(model, args.weights, strict=True)
     if args.vocab is not None:

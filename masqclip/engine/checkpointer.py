@@ -141,6 +141,7 @@ class Checkpointer:
         self.objects = {"optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
         self.keep = keep
         self.logger = get_logger("engine")
+        self.metadata: dict = {}  # plain entries saved in every checkpoint (the config, CLIP provenance)
 
     def path(self, name: str) -> str:
         return os.path.join(self.output_dir, f"{name}.pth")
@@ -163,7 +164,7 @@ class Checkpointer:
             raise FloatingPointError(f"refusing to save {path} (iteration {iteration}): non-finite values in "
                                      f"{', '.join(bad[:5])}" + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""))
         extra = {k: obj.state_dict() for k, obj in self.objects.items() if obj is not None}
-        save_checkpoint(path, unwrap(self.model), iteration=iteration, rng=rng, **extra)
+        save_checkpoint(path, unwrap(self.model), iteration=iteration, rng=rng, **self.metadata, **extra)
         _write_text_atomic(os.path.join(self.output_dir, LAST_CHECKPOINT), os.path.basename(path))
         self._prune()
         self.logger.info("saved checkpoint %s (iteration %d)", path, iteration)

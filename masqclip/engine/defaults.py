@@ -13,6 +13,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from ..checkpoint.provenance import checkpoint_metadata
 from ..tracking import Tracker, flatten_metrics
 from ..utils.env import seed_all
 from ..utils.logger import get_logger, setup_logger
@@ -157,6 +158,7 @@ def run_training(cfg, *, model: nn.Module, build_loader: Callable[[int, int, int
     trainer, scaler = build_trainer(cfg, model=trained, data_loader=(), optimizer=optimizer, device=device)
     checkpointer = Checkpointer(model=model, output_dir=cfg.OUTPUT_DIR, optimizer=optimizer, scheduler=scheduler,
                                 scaler=scaler, keep=cfg.SOLVER.CHECKPOINTS_TO_KEEP)
+    checkpointer.metadata = checkpoint_metadata(cfg)  # the config and the CLIP weights' identity, for inference
     start_iter = checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
     trainer.data_loader = build_loader(start_iter, rank, world)
     tracker = tracker or Tracker(enabled=False)
