@@ -267,6 +267,7 @@ class Tracker:
                 if exp is None:
                     raise
                 exp_id = exp.experiment_id
+        mark_model_training(client, exp_id)
         run = client.create_run(exp_id, tags=dict(tags), run_name=run_name)
         self._client = client
         return run.info.run_id
@@ -301,6 +302,7 @@ class Tracker:
             return self
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(self.http_timeout)))
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(int(self.http_retries)))
+        tags = {**nesting_tags(), **{k: v for k, v in (tags or {}).items() if str(v) != ""}}  # no empty tags
         if continue_run:
             self.run_id = self._call("reopening the run", lambda: self._reopen(continue_run))
             if self.run_id:
@@ -310,7 +312,7 @@ class Tracker:
                 return self
             if not self.enabled:
                 return self
-        self.run_id = self._call("creating the run", lambda: self._connect(run_name, tags or {}))
+        self.run_id = self._call("creating the run", lambda: self._connect(run_name, tags))
         if params:
             self.log_params(params)
         return self
@@ -451,3 +453,154 @@ def replay_metrics(paths: list[str], *, uri: str = "", experiment: str = "", run
         client.log_batch(run_id, metrics=chunk)
     client.set_terminated(run_id, "FINISHED")
     return run_id, len(items)
+
+
+# ------------------------------------------------------------------- one pipeline run, nested jobs
+# A `snakemake` invocation is one parent run (created by the workflow before jobs start, its id in
+# $MASQCLIP_PARENT_RUN_ID); every job's run is its child, named by what it is and tagged with the
+# keys a comparison groups by. The experiment is marked as MLflow's model-training kind so its UI
+# opens on the runs view.
+PARENT_RUN_ENV = "MASQCLIP_PARENT_RUN_ID"
+PARENT_TAG = "mlflow.parentRunId"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+RUN_KEY_TAGS = ("setting", "stage", "round", "seed", "test", "variant")
+PIPELINE_JOB = "pipeline"
+
+
+def nesting_tags() -> dict[str, str]:
+    """``{"mlflow.parentRunId": id}`` inside a pipeline invocation (the workflow sets the variable)."""
+    parent = os.environ.get(PARENT_RUN_ENV, "")
+    return {PARENT_TAG: parent} if parent else {}
+
+
+def mark_model_training(client, experiment_id: str) -> None:
+    """Tag the experiment as MLflow's model-training kind (unless someone chose another kind)."""
+    exp = client.get_experiment(experiment_id)
+    if EXPERIMENT_KIND_TAG not in (exp.tags or {}):
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+
+
+def run_name(tags: Mapping[str, str]) -> str:
+    """A job's run name from its tags: ``base-novel / student r1 / seed 0`` (training),
+    ``eval base-novel / masqclip r2 / generalized`` (evaluation); parts without a tag are left out."""
+    get = lambda k: str(tags.get(k, "") or "")  # noqa: E731
+    rnd = f" r{get('round')}" if get("round") else ""
+    if get("job") == "eval":
+        what = (get("variant") or get("stage")) + rnd
+        parts = [p for p in (get("setting"), what.strip(), get("test") or get("dataset")) if p]
+        return "eval " + " / ".join(parts)
+    parts = [p for p in (get("setting"), (get("stage") + rnd).strip(),
+                         f"seed {get('seed')}" if get("seed") else "") if p]
+    return " / ".join(parts) or get("job") or "run"
+
+
+def non_default_params(cfg) -> dict[str, Any]:
+    """The config keys whose values differ from the defaults (the full config goes as an artifact)."""
+    from .config import get_cfg
+
+    defaults = get_cfg().flatten()
+    return {k: v for k, v in cfg.flatten().items() if k not in defaults or defaults[k] != v}
+
+
+def _client_and_experiment(uri: str, experiment: str):
+    from mlflow.tracking import MlflowClient
+
+    tracker = Tracker(uri=uri, experiment=experiment)
+    if sqlite_path(tracker.uri) is not None:  # created and migrated once, under the store's file lock
+        init_store(tracker.uri, tracker.experiment)
+    client = MlflowClient(tracking_uri=tracker.uri)
+    exp = client.get_experiment_by_name(tracker.experiment)
+    if exp is None:
+        try:
+            exp_id = client.create_experiment(tracker.experiment, artifact_location=tracker._artifact_location())
+        except Exception:  # noqa: BLE001 - created meanwhile by another process
+            exp_id = client.get_experiment_by_name(tracker.experiment).experiment_id
+    else:
+        exp_id = exp.experiment_id
+    mark_model_training(client, exp_id)
+    return client, exp_id
+
+
+def start_pipeline_run(*, uri: str = "", experiment: str = "", invocation: str = "", config: Mapping | None = None,
+                       name: str = "") -> str:
+    """Create the parent run of one pipeline invocation (config as an artifact, git commit and
+    invocation as tags); returns its id, or "" when tracking fails (warned, never raised)."""
+    import json
+    import tempfile
+
+    try:
+        client, exp_id = _client_and_experiment(uri, experiment)
+        commit = git_commit()
+        tags = {"job": PIPELINE_JOB, "invocation": invocation, "git_commit": commit,
+                "hostname": socket.gethostname()}
+        run = client.create_run(exp_id, tags=tags, run_name=name or f"pipeline {invocation}".strip())
+        if config:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, "pipeline_config.json")
+                with open(path, "w", encoding="utf-8") as fh:
+                    json.dump(config, fh, indent=2, sort_keys=True, default=str)
+                client.log_artifact(run.info.run_id, path)
+            top = {k: json.dumps(v, default=str) if isinstance(v, (dict, list)) else v for k, v in config.items()}
+            client.log_batch(run.info.run_id, params=[_param(k, v) for k, v in top.items()][:100])
+        return run.info.run_id
+    except Exception as err:  # noqa: BLE001 - tracking never stops the workflow
+        get_logger("tracking").warning("MLflow: the pipeline run could not be created (%s: %s); jobs track "
+                                       "as flat runs", type(err).__name__, str(err)[:300])
+        return ""
+
+
+def _param(key: str, value: Any):
+    from mlflow.entities import Param
+    from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+    return Param(str(key), str(value)[:MAX_PARAM_VAL_LENGTH])
+
+
+def headline_metrics(tables_dir: str) -> dict[str, float]:
+    """``{"<table>/<column>": value}`` from the first row (ours) of each CSV table in ``tables_dir``."""
+    import csv
+
+    metrics: dict[str, float] = {}
+    if not os.path.isdir(tables_dir):
+        return metrics
+    for name in sorted(os.listdir(tables_dir)):
+        if not name.endswith(".csv"):
+            continue
+        with open(os.path.join(tables_dir, name), encoding="utf-8", newline="") as fh:
+            rows = list(csv.reader(fh))
+        if len(rows) < 2:
+            continue
+        for column, value in zip(rows[0][1:], rows[1][1:]):
+            if value:
+                metrics[metric_name(f"{name[:-4]}/{column}")] = float(value)
+    return metrics
+
+
+def finish_pipeline_run(run_id: str, *, uri: str = "", results: str = "", status: str = "FINISHED") -> None:
+    """Log the tables and plots under ``results`` as artifacts and the tables' first rows as
+    metrics of the parent run, then end it (never raises)."""
+    if not run_id:
+        return
+    try:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=Tracker(uri=uri).uri)
+        if results:
+            metrics = headline_metrics(os.path.join(results, "tables"))
+            if metrics:
+                client.log_batch(run_id, metrics=[_metric(k, v) for k, v in metrics.items()])
+            for folder in ("tables", "plots"):
+                path = os.path.join(results, folder)
+                if os.path.isdir(path):
+                    client.log_artifacts(run_id, path, folder)
+        client.set_terminated(run_id, status)
+    except Exception as err:  # noqa: BLE001 - tracking never stops the workflow
+        get_logger("tracking").warning("MLflow: the pipeline run %s could not be finished (%s: %s)", run_id,
+                                       type(err).__name__, str(err)[:300])
+
+
+def _metric(key: str, value: float, step: int = 0):
+    from mlflow.entities import Metric
+
+    return Metric(key, float(value), int(time.time() * 1000), step)

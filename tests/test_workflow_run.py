@@ -106,6 +106,25 @@ def test_html_report_holds_tables_and_plots(finished_run):
     assert "<td>60.0</td><td>40.0</td>" in pages["front.html"]
 
 
+def test_the_invocation_is_one_mlflow_parent_run(finished_run):
+    import mlflow
+
+    tmp, _, _, _ = finished_run
+    mlflow.set_tracking_uri(f"sqlite:///{tmp}/results/mlflow.db")
+    try:
+        runs = mlflow.search_runs(experiment_names=["masqclip"], filter_string="tags.job = 'pipeline'")
+        client = mlflow.MlflowClient()
+        artifacts = {a.path for a in client.list_artifacts(runs["run_id"][0], "tables")} if len(runs) else set()
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert len(runs) == 1 and runs["status"][0] == "FINISHED"
+    parent = runs["run_id"][0]
+    # Every job ran inside it (the stand-in CLI logs the parent id each job sees).
+    assert set((tmp / "calls.jsonl.parent").read_text().split()) == {parent}
+    assert runs["metrics.base_novel/generalized novel"][0] == 40.0  # the stand-in evaluation's number
+    assert "tables/base_novel.csv" in artifacts and runs["tags.invocation"][0]
+
+
 def test_second_run_schedules_nothing(finished_run):
     tmp, config, env, _ = finished_run
     proc = snakemake("-n", "--cores", "2", "--configfile", str(config), workdir=tmp, env=env)

@@ -27,6 +27,8 @@ STUB_CLI = textwrap.dedent('''\
     args = sys.argv[1:]
     with open(os.environ["MASQCLIP_STUB_LOG"], "a") as fh:
         fh.write(json.dumps(args) + "\\n")
+    with open(os.environ["MASQCLIP_STUB_LOG"] + ".parent", "a") as fh:  # the MLflow parent run a job sees
+        fh.write(os.environ.get("MASQCLIP_PARENT_RUN_ID", "") + "\\n")
     if args[0] in ("results", "config"):
         from masqclip.cli import main
         sys.exit(main(args))
@@ -126,6 +128,7 @@ def base_env() -> dict:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("MPLBACKEND", "Agg")
     env.pop("MASQCLIP_INVOCATION", None)
+    env.pop("MASQCLIP_PARENT_RUN_ID", None)
     return env
 
 

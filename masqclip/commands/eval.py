@@ -46,7 +46,7 @@ def main(args) -> int:
     from ..engine.defaults import default_setup, evaluate_datasets
     from ..errors import UserError
     from ..modeling import build_model
-    from ..tracking import Tracker, data_tags, default_tags, flatten_metrics, parse_tags
+    from ..tracking import Tracker, data_tags, default_tags, flatten_metrics, non_default_params, parse_tags, run_name
     from ..modeling.bf16 import apply_test_precision
     from ..utils.env import resolve_device
 
@@ -68,8 +68,8 @@ def main(args) -> int:
     outputs = output_paths(args.output or os.path.join(cfg.OUTPUT_DIR, "metrics.json"), datasets)
     for name in datasets:
         tracker = Tracker.from_config(cfg, experiment=args.experiment)
-        tracker.start(run_name=f"eval-{name}", tags=default_tags(cfg, job="eval", dataset=name, extra=extra_tags),
-                      params=cfg.flatten())
+        tags = default_tags(cfg, job="eval", dataset=name, extra=extra_tags)
+        tracker.start(run_name=run_name(tags), tags=tags, params=non_default_params(cfg))
         try:
             results = evaluate_datasets(cfg, model, [name], os.path.join(cfg.OUTPUT_DIR, "inference"))[name]
         except BaseException:
@@ -84,5 +84,6 @@ def main(args) -> int:
         print(json.dumps(record, indent=2))
         tracker.log_metrics(flatten_metrics(results))
         tracker.log_artifact(path)
+        tracker.log_artifact(os.path.join(cfg.OUTPUT_DIR, "config.yaml"))  # the full config
         tracker.end()
     return 0

@@ -61,7 +61,8 @@ def train_worker(args) -> int:
     from ..engine.defaults import default_setup, evaluate_datasets, run_training
     from ..engine.launch import detect_env, init_distributed, is_main_process
     from ..modeling import build_model
-    from ..tracking import RUN_ID_FILE, Tracker, default_tags, parse_tags, read_run_id, write_run_id
+    from ..tracking import (RUN_ID_FILE, Tracker, default_tags, non_default_params, parse_tags, read_run_id, run_name,
+                            write_run_id)
     from ..utils.env import resolve_device
 
     cfg = config_from_args(args)
@@ -74,8 +75,8 @@ def train_worker(args) -> int:
     tracker = Tracker.from_config(cfg, enabled=is_main_process(), experiment=args.experiment)
     run_file = os.path.join(cfg.OUTPUT_DIR, RUN_ID_FILE)
     earlier = read_run_id(run_file) if args.resume else None
-    tracker.start(run_name=f"train-{tags['stage']}-{os.path.basename(os.path.abspath(cfg.OUTPUT_DIR))}",
-                  tags=tags, params=cfg.flatten(), continue_run=earlier)
+    tracker.start(run_name=run_name(tags), tags=tags, params=non_default_params(cfg),  # full config: artifact
+                  continue_run=earlier)
     if tracker.active and tracker.run_id != earlier:
         write_run_id(run_file, tracker.run_id)
     eval_function = None

@@ -28,8 +28,36 @@ envvars:
 
 # The MLflow store exists (created, migrated) before any job starts: jobs starting together on a new
 # SQLite store would otherwise race in its schema migration. Not run by dry runs or --lint.
+# One MLflow parent run per invocation (config as an artifact, git commit), created before any job
+# starts; its id reaches every job through $MASQCLIP_PARENT_RUN_ID, so each job's run is its child.
+# At the end it gets the tables and plots as artifacts and the tables' first rows as metrics.
+# Tracking failures are warnings: they never stop the workflow. Not run by dry runs or --report.
+def pipeline_run_start():
+    from masqclip.tracking import PARENT_RUN_ENV, start_pipeline_run
+
+    if not os.environ.get(PARENT_RUN_ENV):
+        run_id = start_pipeline_run(invocation=os.environ["MASQCLIP_INVOCATION"], config=config)
+        if run_id:
+            os.environ[PARENT_RUN_ENV] = run_id
+
+
+def pipeline_run_end(status):
+    from masqclip.tracking import PARENT_RUN_ENV, finish_pipeline_run
+
+    finish_pipeline_run(os.environ.get(PARENT_RUN_ENV, ""), results=R, status=status)
+
+
 onstart:
     shell("masqclip track init > /dev/null 2>&1 || echo 'warning: masqclip track init failed; jobs track as they can' >&2")
+    pipeline_run_start()
+
+
+onsuccess:
+    pipeline_run_end("FINISHED")
+
+
+onerror:
+    pipeline_run_end("FAILED")
 
 
 # Checks every model config (with its overrides) through masqclip's config loader, so an unknown

@@ -25,4 +25,4 @@ rule evaluate:
         CONDA_ENV
 
     shell:
-        "masqclip eval --config-file {input.config:q} --dataset {params.dataset:q} --output {output.metrics:q} --tag setting={wildcards.setting:q} --tag stage=eval --tag variant={wildcards.variant:q} --tag dataset={params.dataset:q} MODEL.WEIGHTS {input.weights:q} {params.opts} > {log:q} 2>&1"
+        "masqclip eval --config-file {input.config:q} --dataset {params.dataset:q} --output {output.metrics:q} --tag setting={wildcards.setting:q} --tag stage=eval --tag variant={wildcards.variant:q} --tag test={wildcards.test:q} --tag dataset={params.dataset:q} MODEL.WEIGHTS {input.weights:q} {params.opts} > {log:q} 2>&1"
