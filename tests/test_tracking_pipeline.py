@@ -81,3 +81,26 @@ def test_an_unreachable_store_gives_no_parent_and_no_error(tmp_path):
     blocked.write_text("not a folder")
     assert start_pipeline_run(uri=f"sqlite:///{blocked}/sub/mlflow.db", invocation="x") == ""
     finish_pipeline_run("", results=str(tmp_path))  # nothing to finish: no error
+
+
+def test_compare_prints_rounds_side_by_side(store, monkeypatch, capsys):
+    from masqclip.cli import main as cli
+
+    old = start_pipeline_run(uri=store, experiment="exp", invocation="old")
+    parent = start_pipeline_run(uri=store, experiment="exp", invocation="new")
+    for pid, values in ((old, (1.0, 1.0, 1.0)), (parent, (22.5, 30.25, 31.0))):
+        monkeypatch.setenv(PARENT_RUN_ENV, pid)
+        for rnd, value in zip((2, 0, 1), values):
+            tags = {**EVAL, "round": str(rnd), "variant": f"proposals-r{rnd}"}
+            tracker = Tracker(uri=store, experiment="exp").start(run_name=run_name(tags), tags=tags)
+            tracker.log_metrics({"segm/AP50_novel": value})
+            tracker.end()
+    monkeypatch.delenv(PARENT_RUN_ENV)
+    code = cli(["results", "compare", "--tracking-uri", store, "--experiment", "exp", "--metric", "segm/AP50_novel"])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0 and out[0] == f"pipeline run {parent}: 3 evaluation runs"  # the newest invocation
+    rows = [line.split() for line in out[2:]]
+    assert [(r[2], r[3], r[-1]) for r in rows] == [("proposals-r0", "0", "30.2"), ("proposals-r1", "1", "31.0"),
+                                                   ("proposals-r2", "2", "22.5")]
+    code = cli(["results", "compare", "--tracking-uri", store, "--experiment", "exp", "--invocation", "nope"])
+    assert code == 2 and "no pipeline run for invocation nope" in capsys.readouterr().err

@@ -5,6 +5,7 @@
   masqclip results plots --output-dir results/plots --settings base-novel --rounds 2 \
       --train base-novel/teacher=results/models/.../metrics.jsonl ... [--clip-weights tiny.pt] METRICS.json ...
   masqclip results front-page --output results/report/front.html TABLE.html ... PLOT.png ...
+  masqclip results compare [--invocation ID] [--setting base-novel] [--test generalized] [--metric segm/AP50_novel]
 
 Metrics files must sit at ``.../<setting>/<variant>/<test>.json`` (the workflow's layout).
 """
@@ -31,6 +32,14 @@ def add_arguments(parser) -> None:
     front = sub.add_parser("front-page", help="one HTML fragment of headline tables (.html) and plots (.png)")
     front.add_argument("--output", required=True, help="HTML file to write")
     front.add_argument("files", nargs="+", help="table fragments (.html) and plots (.png), in page order")
+    compare = sub.add_parser("compare", help="one invocation's evaluation runs side by side, from MLflow")
+    compare.add_argument("--tracking-uri", default="", help="default $MLFLOW_TRACKING_URI, else the pipeline's store")
+    compare.add_argument("--experiment", default="", help="default $MLFLOW_EXPERIMENT_NAME, else 'masqclip'")
+    compare.add_argument("--invocation", default="", help="the invocation id (tag 'invocation'); default the newest")
+    compare.add_argument("--setting", default="", help="only this setting")
+    compare.add_argument("--test", default="", help="only this test set (e.g. generalized)")
+    compare.add_argument("--metric", action="append", default=[], help="metric column (repeat); default: AP50 "
+                         "novel/base/all, novel recall, PQ, mIoU")
     tables = sub.choices["tables"]
     tables.add_argument("--paper", action="store_true", help="add the paper's numbers and our difference to them")
     tables.add_argument("--miou-convention", choices=("gt", "d2v06"), default="gt",
@@ -45,6 +54,8 @@ def add_arguments(parser) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.what == "front-page":
         return _front_page(args)
+    if args.what == "compare":
+        return _compare(args)
     from ..results import build_tables, load_metrics, write_tables
 
     metrics = load_metrics(args.metrics)
@@ -87,4 +98,23 @@ def _front_page(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as err:
         print(f"masqclip results front-page: {err}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    import sys
+
+    from ..results.compare import DEFAULT_METRICS, comparison
+    from ..tracking import Tracker
+
+    tracker = Tracker(uri=args.tracking_uri, experiment=args.experiment)
+    try:
+        parent, table = comparison(uri=tracker.uri, experiment=tracker.experiment, invocation=args.invocation,
+                                   metrics=tuple(args.metric) or DEFAULT_METRICS, setting=args.setting, test=args.test)
+    except ValueError as err:
+        print(f"masqclip results compare: {err}", file=sys.stderr)
+        return 2
+    table = table.dropna(axis=1, how="all")
+    print(f"pipeline run {parent}: {len(table)} evaluation runs")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.1f}") if len(table) else "(none)")
     return 0
