@@ -70,7 +70,11 @@ def test_crop_loading_keeps_training_category_order(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_trains_learns_and_writes_loadable_checkpoint(tmp_path):
+def test_cli_trains_learns_and_writes_loadable_checkpoint(tmp_path, monkeypatch):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     _write_crops(tmp_path / "crops", {"train": 16, "val": 8})
     out = tmp_path / "models" / "tiny.pt"
     rc = cli_main(["pretrain-clip", "--crops", str(tmp_path / "crops"), "--output", str(out), "--epochs", "6",
@@ -84,3 +88,11 @@ def test_cli_trains_learns_and_writes_loadable_checkpoint(tmp_path):
     model = create_clip(model_name=["masqclip-tiny"], pretrained=str(out))
     saved = torch.load(out, weights_only=True)["state_dict"]
     assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
+    # Tracked like any stage: one run tagged stage=clip with its seed and the zero-shot accuracy.
+    mlflow.set_tracking_uri(uri)
+    try:
+        runs = mlflow.search_runs(experiment_names=["masqclip"], filter_string="tags.stage = 'clip'")
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert len(runs) == 1 and runs["tags.seed"][0] == "0" and runs["tags.mlflow.runName"][0] == "clip / seed 0"
+    assert runs["metrics.zero_shot_top1"][0] == metrics["zero_shot_top1"]

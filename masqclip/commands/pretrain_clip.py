@@ -38,6 +38,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model", dest="model_name", default="masqclip-tiny", help="open_clip architecture")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave torch's default)")
+    parser.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+                        help="MLflow run tag, repeatable (the run is tagged job=train, stage=clip, seed)")
     for name, kind, text in HYPER_PARAMETERS:
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
                             help=f"{text} (default: see PretrainConfig)")
@@ -56,10 +58,37 @@ def main(args) -> int:
         torch.set_num_threads(args.threads)
     overrides = {name: getattr(args, name) for name, _, _ in HYPER_PARAMETERS if getattr(args, name) is not None}
     cfg = replace(PretrainConfig(), model_name=args.model_name, **overrides)
-    model, metrics = pretrain_clip(args.crops, cfg, device=resolve_device(args.device))
+    tracker = _start_tracking(args, cfg)
+    try:
+        model, metrics = pretrain_clip(args.crops, cfg, device=resolve_device(args.device))
+    except BaseException:
+        tracker.end("FAILED")
+        raise
     save_pretrained(args.output, model, metrics)
     metrics_path = Path(args.metrics or Path(args.output).with_suffix(".json"))
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     metrics_path.write_text(json.dumps({**metrics, "weights": str(args.output), "crops": str(args.crops)}, indent=2))
+    scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    scalars.update({f"zero_shot/{k}": v for k, v in (metrics.get("zero_shot_per_category") or {}).items()})
+    tracker.log_metrics(scalars, step=int(metrics.get("steps", 0)))
+    tracker.log_artifact(str(metrics_path))
+    tracker.end()
     print(f"wrote {args.output} and {metrics_path}: zero-shot top-1 {metrics['zero_shot_top1']:.1f}%")
     return 0
+
+
+def _start_tracking(args, cfg):
+    """The pre-training's MLflow run (a child of the pipeline run inside a workflow), tagged like a
+    training stage (job=train, stage=clip, seed); params = the settings that differ from defaults."""
+    import socket
+    from dataclasses import asdict
+
+    from ..modeling.clip.pretrain import PretrainConfig
+    from ..tracking import INVOCATION_ENV, Tracker, git_commit, parse_tags, run_name
+
+    tags = {"job": "train", "stage": "clip", "seed": str(cfg.seed), "dataset": str(args.crops),
+            "invocation": os.environ.get(INVOCATION_ENV, ""), "git_commit": git_commit(),
+            "hostname": socket.gethostname(), **parse_tags(args.tag)}
+    defaults = asdict(PretrainConfig())
+    params = {k: v for k, v in asdict(cfg).items() if defaults.get(k) != v}
+    return Tracker().start(run_name=run_name(tags), tags=tags, params=params or {"model_name": cfg.model_name})
