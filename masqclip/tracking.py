@@ -353,6 +353,42 @@ class Tracker:
         if self.active and os.path.isfile(path):
             self._call(f"uploading {path}", lambda: self._client.log_artifact(self.run_id, path, artifact_path))
 
+    def log_datasets(self, names: list[str], context: str) -> None:
+        """Log each prepared dataset as an MLflow dataset input (name, manifest digest, manifest path
+        as source) with context ``training`` or ``evaluation``; unprepared names are left out."""
+        if not self.active:
+            return
+        try:
+            from .data.manifest import manifests_for
+
+            found = manifests_for([n for n in names if n])
+        except (OSError, ValueError):
+            return
+        if not found:
+            return
+        import json
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        inputs = [DatasetInput(Dataset(name=name, digest=m["manifest_sha256"][:16], source_type="local",
+                                       source=json.dumps({"uri": m["path"]}),
+                                       profile=json.dumps({"preparation": m["preparation"]})),
+                               tags=[InputTag("mlflow.data.context", context)])
+                  for name, m in sorted(found.items())]
+        self._call("logging datasets", lambda: self._client.log_inputs(self.run_id, datasets=inputs))
+
+    def log_image(self, path: str, key: str, step: int = 0) -> None:
+        """Log a PNG as an MLflow image under ``key`` (shown in the run's image view), if it exists."""
+        if not (self.active and os.path.isfile(path)):
+            return
+        from PIL import Image
+
+        def send():
+            with Image.open(path) as image:
+                self._client.log_image(self.run_id, image.convert("RGB"), key=key, step=step)
+
+        self._call(f"logging image {path}", send)
+
     def end(self, status: str = "FINISHED") -> None:
         """Close the run (FINISHED | FAILED | KILLED)."""
         if self.active:
@@ -594,6 +630,7 @@ def finish_pipeline_run(run_id: str, *, uri: str = "", results: str = "", status
                 path = os.path.join(results, folder)
                 if os.path.isdir(path):
                     client.log_artifacts(run_id, path, folder)
+            _log_plots_as_images(client, run_id, os.path.join(results, "plots"))
         client.set_terminated(run_id, status)
     except Exception as err:  # noqa: BLE001 - tracking never stops the workflow
         get_logger("tracking").warning("MLflow: the pipeline run %s could not be finished (%s: %s)", run_id,
@@ -604,3 +641,20 @@ def _metric(key: str, value: float, step: int = 0):
     from mlflow.entities import Metric
 
     return Metric(key, float(value), int(time.time() * 1000), step)
+
+
+def _log_plots_as_images(client, run_id: str, plots_dir: str) -> None:
+    """Every PNG under ``plots_dir`` (plots, qualitative figures) as an MLflow image keyed by its path."""
+    from PIL import Image
+
+    if not os.path.isdir(plots_dir):
+        return
+    for folder, _, files in sorted(os.walk(plots_dir)):
+        for name in sorted(f for f in files if f.endswith(".png")):
+            path = os.path.join(folder, name)
+            key = os.path.splitext(os.path.relpath(path, plots_dir))[0].replace(os.sep, "/")
+            try:
+                with Image.open(path) as image:
+                    client.log_image(run_id, image.convert("RGB"), key=metric_name(key))
+            except OSError:
+                continue

@@ -104,3 +104,37 @@ def test_compare_prints_rounds_side_by_side(store, monkeypatch, capsys):
                                                    ("proposals-r2", "2", "22.5")]
     code = cli(["results", "compare", "--tracking-uri", store, "--experiment", "exp", "--invocation", "nope"])
     assert code == 2 and "no pipeline run for invocation nope" in capsys.readouterr().err
+
+
+def test_datasets_and_figures_are_logged(store, tmp_path, monkeypatch):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "datasets"
+    (root / ".prepared").mkdir(parents=True)
+    (root / ".prepared/synthetic.json").write_text(json.dumps(
+        {"preparation": "synthetic", "datasets": {"synthetic_instance_val_all": {"images": 2}}}))
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(root))
+    curve = tmp_path / "curve.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(curve)
+    tracker = Tracker(uri=store, experiment="exp").start(run_name=run_name(EVAL), tags=EVAL)
+    tracker.log_datasets(["synthetic_instance_val_all", "not_prepared"], "evaluation")
+    tracker.log_image(str(curve), key="training_curve")
+    run_id = tracker.run_id
+    tracker.end()
+    parent = start_pipeline_run(uri=store, experiment="exp", invocation="i")
+    (tmp_path / "results/plots/qualitative/base-novel").mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "results/plots/qualitative/base-novel/0.png")
+    finish_pipeline_run(parent, uri=store, results=str(tmp_path / "results"))
+
+    client = MlflowClient(store)
+    inputs = client.get_run(run_id).inputs.dataset_inputs
+    assert [(i.dataset.name, i.tags[0].value) for i in inputs] == [("synthetic_instance_val_all", "evaluation")]
+    assert inputs[0].dataset.digest == __import__("hashlib").sha256(
+        (root / ".prepared/synthetic.json").read_bytes()).hexdigest()[:16]
+    def images(rid):
+        return [a.path for a in client.list_artifacts(rid, "images")]
+    assert any("training_curve" in p for p in images(run_id))
+    assert any("qualitative" in p for p in images(parent))

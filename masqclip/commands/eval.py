@@ -85,5 +85,6 @@ def main(args) -> int:
         tracker.log_metrics(flatten_metrics(results))
         tracker.log_artifact(path)
         tracker.log_artifact(os.path.join(cfg.OUTPUT_DIR, "config.yaml"))  # the full config
+        tracker.log_datasets([name], "evaluation")
         tracker.end()
     return 0

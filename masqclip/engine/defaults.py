@@ -188,6 +188,8 @@ def run_training(cfg, *, model: nn.Module, build_loader: Callable[[int, int, int
             _plot_curve(cfg.OUTPUT_DIR)
         for name in (CONFIG_DUMP, MetricsWriter.FILENAME, TRAIN_METRICS, CURVE_PLOT):
             tracker.log_artifact(os.path.join(cfg.OUTPUT_DIR, name))
+        tracker.log_image(os.path.join(cfg.OUTPUT_DIR, CURVE_PLOT), key="training_curve", step=cfg.SOLVER.MAX_ITER)
+        tracker.log_datasets(list(cfg.DATASETS.TRAIN), "training")
     tracker.end("FINISHED")
     synchronize()
     return final
