@@ -20,6 +20,7 @@ COLORMAP = "tab10"
 MIN_FONT_PX = 11
 TAG_ALPHA = 0.85  # opacity of a tag's box
 LEGEND_PAD = 6  # px around legend rows
+FULL_RES_OUTLINE_PIXELS = 4_000_000  # larger drawings outline each mask at its own (inference) size
 
 
 def _as_bool_array(mask):
@@ -35,9 +36,14 @@ def _resize_nearest(mask, size: tuple[int, int]):
 
     if tuple(mask.shape) == tuple(size):
         return mask
-    ys = np.minimum(((np.arange(size[0]) + 0.5) * mask.shape[0] / size[0]).astype(np.int64), mask.shape[0] - 1)
-    xs = np.minimum(((np.arange(size[1]) + 0.5) * mask.shape[1] / size[1]).astype(np.int64), mask.shape[1] - 1)
-    return mask[ys][:, xs]
+    return mask[_nearest_rows(mask.shape[0], size[0])][:, _nearest_rows(mask.shape[1], size[1])]
+
+
+def _nearest_rows(n: int, size: int):
+    """Source index (of ``n``) of each of ``size`` output positions: nearest neighbour at pixel centres."""
+    import numpy as np
+
+    return np.minimum(((np.arange(size) + 0.5) * n / size).astype(np.int64), n - 1)
 
 
 def outline(mask, width: int):
@@ -143,16 +149,30 @@ def draw_overlay(image, segments: list[dict], path: str) -> list[dict]:
     colors = class_colors(order)
     anchors, kept, numbers = [], [], []
     for number, seg in enumerate(order, start=1):
-        mask = _resize_nearest(_as_bool_array(seg["mask"]), (H, W))
-        point = anchor_point(mask)
+        # Outline and anchor at the mask's own resolution (the inference size for a large photo),
+        # then mapped to the drawing: a large photo costs little more than its pixels.
+        small = _as_bool_array(seg["mask"])
+        if H * W <= FULL_RES_OUTLINE_PIXELS:  # a small drawing: outline at its own resolution
+            small = _resize_nearest(small, (H, W))
+        point = anchor_point(small)
         if point is None:
             continue
-        ring = outline(mask, line)
-        halo = outline(mask, line + 1) & ~ring  # a dark inner line keeps the outline visible on any colour
-        del mask
-        drawn[halo] = (drawn[halo] * 0.4).astype(np.uint8)
-        drawn[ring] = colors[seg["category_id"]]
-        anchors.append(point)
+        sy, sx = H / small.shape[0], W / small.shape[1]
+        width = max(1, int(round(line / max(min(sy, sx), 1e-6))))
+        ring = outline(small, width)
+        halo = outline(small, width + 1) & ~ring  # a dark inner line keeps the outline visible on any colour
+        # Only the segment's bounding box of the drawing is touched (rows/columns mapped back by
+        # nearest neighbour, as the whole mask would be).
+        rows, cols = np.nonzero(small.any(1))[0], np.nonzero(small.any(0))[0]
+        ys = _nearest_rows(small.shape[0], H)
+        xs = _nearest_rows(small.shape[1], W)
+        y0, y1 = np.searchsorted(ys, rows[0]), np.searchsorted(ys, rows[-1], side="right")
+        x0, x1 = np.searchsorted(xs, cols[0]), np.searchsorted(xs, cols[-1], side="right")
+        box = drawn[y0:y1, x0:x1]
+        dark = halo[ys[y0:y1]][:, xs[x0:x1]]
+        box[dark] = (box[dark] * 0.4).astype(np.uint8)
+        box[ring[ys[y0:y1]][:, xs[x0:x1]]] = colors[seg["category_id"]]
+        anchors.append(((point[0] + 0.5) * sx - 0.5, (point[1] + 0.5) * sy - 0.5))
         kept.append(seg)
         numbers.append(number)
     font = _font(font_px)
