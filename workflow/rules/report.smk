@@ -80,9 +80,9 @@ FRONT_PAGE = f"{R}/report/front.html"
 
 rule front_page:
     input:
-        tables=[f for f in PLAN.table_files() if f.endswith(".html") and "/tables/ablation_" not in f]
-        + [f for f in PLAN.table_files() if f.endswith(".html") and "/tables/ablation_rounds_" in f],
-        plots=[f for f in PLAN.plot_files() if "/plots/base_novel_" in f],
+        tables=[f for f in PLAN.table_files() if f.endswith(".html") and not os.path.basename(f).startswith("ablation_")]
+        + [f for f in PLAN.table_files() if f.endswith(".html") and os.path.basename(f).startswith("ablation_rounds_")],
+        plots=[f for f in PLAN.plot_files() if os.path.basename(f).startswith("base_novel_")],
     output:
         report(FRONT_PAGE, caption="../report/front.rst", category="Overview"),
     log:
