@@ -14,7 +14,7 @@ from workflow_support import REPO, job_counts, load_config, snakemake
 # base-novel 3 tests + object score off + frozen CLIP + proposals r0, r1, control + tuned round 0 = 9,
 # cross-dataset 1; qualitative 1.
 CI_JOBS = {"prepare": 1, "pretrain_clip": 1, "train_teacher": 2, "train_student": 2, "train_control": 1,
-           "train_tuning": 3, "evaluate": 10, "qualitative": 1, "tables": 1, "plots": 1, "all": 1}
+           "train_tuning": 3, "evaluate": 10, "qualitative": 1, "manifest": 1, "tables": 1, "plots": 1, "all": 1}
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ SNAKEFILE = REPO / "Snakefile"
 MODEL_NAMES = ("teacher", "student", "masqclip")
 
 # A stand-in for the `masqclip` CLI: writes the files each sub-command promises (docs/architecture.md
-# and the rules' contract) with known numbers, logs every call, and hands `results` and `config` to
+# and the rules' contract) with known numbers, logs every call, and hands `plan`, `results` and `config` to
 # the real CLI. It lets the tests check the workflow's scheduling without training anything.
 STUB_CLI = textwrap.dedent('''\
     #!{python}
@@ -27,7 +27,7 @@ STUB_CLI = textwrap.dedent('''\
     args = sys.argv[1:]
     with open(os.environ["MASQCLIP_STUB_LOG"], "a") as fh:
         fh.write(json.dumps(args) + "\\n")
-    if args[0] in ("results", "config"):
+    if args[0] in ("results", "config", "plan"):
         from masqclip.cli import main
         sys.exit(main(args))
     def opt(name):

@@ -20,7 +20,7 @@ TRAIN_RULES = {
 }
 
 for rule_name, (kind, rank) in TRAIN_RULES.items():
-    folder = "seed{seed}/" + STAGE_FOLDERS[kind]
+    folder = f"seed{{seed}}/{STAGE_FOLDERS[kind]}"
 
     rule:
         name:
