@@ -14,7 +14,7 @@ from masqclip.pipeline.plan import Plan
 from workflow_support import REPO, load_config, scratch_config, snakemake
 
 SCHEMA = str(REPO / "workflow/schemas/config.schema.yaml")
-SHIPPED = ("config.yaml", "paper.yaml", "ci.yaml")
+SHIPPED = ("config.yaml", "paper.yaml", "ci.yaml", "paper-released.yaml")
 
 
 @pytest.mark.parametrize("name", SHIPPED)

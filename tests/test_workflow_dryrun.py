@@ -19,6 +19,9 @@ import yaml
 
 from workflow_support import REPO, job_counts, load_config, snakemake, write_model_configs
 
+# config/paper-released.yaml: the two released checkpoints, nothing trained: prepare the 5 test
+# datasets; evaluate base-novel 3 tests + object score off, cross-dataset 5 tests.
+RELEASED_JOBS = {"prepare": 5, "evaluate": 9, "manifest": 1, "tables": 1, "plots": 1, "all": 1}
 PAPER_JOBS = {"prepare": 6, "train_teacher": 2, "train_student": 4, "train_tuning": 4, "evaluate": 15,
               "manifest": 1, "tables": 1, "plots": 1, "all": 1}
 
@@ -53,3 +56,14 @@ def test_paper_plan_with_stand_in_model_configs(tmp_path):
     path.write_text(yaml.safe_dump(config))
     assert load_config("paper.yaml")["rounds"] == 2
     assert _dry_run(path, tmp_path) == PAPER_JOBS
+
+
+def test_released_checkpoints_dry_run_trains_nothing(tmp_path, monkeypatch):
+    """config/paper-released.yaml with stand-in files where the released checkpoints go."""
+    monkeypatch.setenv("MASQCLIP_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "config").symlink_to(REPO / "config")
+    for setting in ("base-novel", "cross-dataset"):
+        path = tmp_path / load_config("paper-released.yaml")["settings"][setting]["tuning"]["weights"]
+        path.parent.mkdir(parents=True)
+        path.write_bytes(setting.encode())
+    assert _dry_run(REPO / "config/paper-released.yaml", tmp_path) == RELEASED_JOBS
