@@ -63,7 +63,7 @@ def make_released_checkpoints(root):
     weights = {}
     for setting, opts in (("base-novel", []), ("cross-dataset", ["MODEL.SEM_SEG_HEAD.NUM_CLASSES", "17",
                                                                  "DATASETS.TRAIN", "('synthetic_panoptic_train',)"])):
-        cfg = setup_cfg(str(REPO / "config/models/synthetic/masqclip.yaml"),
+        cfg = setup_cfg(str(REPO / "config/models/synthetic/tuning.yaml"),
                         ["MODEL.MASQ_CLIP.PRETRAINED", str(clip), "MODEL.DEVICE", "cpu", *opts])
         weights[setting] = root / setting / "model_final.pth"
         save_checkpoint(weights[setting], build_model(cfg), iteration=0)

@@ -15,7 +15,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
-MODEL_NAMES = ("teacher", "student", "masqclip")
+MODEL_NAMES = ("teacher", "student", "tuning")
 
 # A stand-in for the `masqclip` CLI: writes the files each sub-command promises (docs/architecture.md
 # and the rules' contract) with known numbers, logs every call, and hands `plan`, `results` and `config` to

@@ -15,7 +15,7 @@ segment's mask is mapped back to the original size (nearest neighbour) one at a 
 photo costs little more memory than its pixels.
 
 example:
-  masqclip predict --config-file config/models/synthetic/masqclip.yaml --weights model_final.pth \\
+  masqclip predict --config-file config/models/synthetic/tuning.yaml --weights model_final.pth \\
       --image scene.png --vocab "red circle; blue star; grass" --output scene_seg.png --json scene_seg.json
 """
 from __future__ import annotations

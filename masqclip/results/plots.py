@@ -58,8 +58,8 @@ def read_training_curve(path: str | Path) -> tuple[list[float], list[float]]:
     return xs, ys
 
 
-def plot_training_curves(curves: dict[str, dict[int, str | Path]], output: str | Path, title: str) -> None:
-    """One panel per ``{stage label: {seed: metrics.jsonl path}}``, in the given order; a line per seed."""
+def plot_training_curves(curves: dict[str, str | Path | dict[int, str | Path]], output: str | Path, title: str) -> None:
+    """One panel per ``{stage label: metrics.jsonl path or {seed: path}}``, in the given order; a line per seed."""
     plt = _pyplot()
     n = max(1, len(curves))
     cols = min(n, MAX_COLUMNS)
@@ -68,6 +68,8 @@ def plot_training_curves(curves: dict[str, dict[int, str | Path]], output: str |
     for ax in axes.flat[len(curves):]:
         ax.axis("off")
     for ax, (label, by_seed) in zip(axes.flat, curves.items()):
+        if not isinstance(by_seed, dict):
+            by_seed = {None: by_seed}
         for seed, path in by_seed.items():
             xs, ys = read_training_curve(path)
             ax.plot(xs, ys, lw=1, marker="o" if len(xs) < FEW_POINTS else None, ms=3, label=f"seed {seed}")
