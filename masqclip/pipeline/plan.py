@@ -261,8 +261,8 @@ class Plan:
             if path and not os.path.isfile(path):
                 problems.append(f"settings.{setting}.{kind}.weights: no such file {path!r}")
         given = self.given_from(setting)
-        needed = {"tuning": ("tuning",), "student": ("student", "tuning"), None: ("teacher", "student", "tuning"),
-                  "teacher": ("teacher", "student", "tuning")}[given]
+        needed = {"tuning": ("tuning",), "student": ("tuning",), "teacher": ("student", "tuning"),
+                  None: ("teacher", "student", "tuning")}[given]
         for kind in needed:
             if not spec.get(kind, {}).get("config"):
                 problems.append(f"settings.{setting}.{kind}: needs a 'config' (the model YAML)"
