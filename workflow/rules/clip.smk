@@ -13,6 +13,10 @@ rule pretrain_clip:
     params:
         crops=lambda wc: f"{PLAN.data_root}/{PLAN.config['clip']['dataset']}/clip_crops",
         args=lambda wc: flags(PLAN.config["clip"].get("args", {})),
+        # In the between-workflow cache's hash (it hashes params, not wildcards): the seed, and the
+        # signature (world and behaviour versions included), so no seed or code version gets another's CLIP.
+        seed=lambda wc: wc.seed,
+        sig=lambda wc: wc.sig,
     log:
         f"{R}/logs/clip/seed{{seed}}/{{sig}}.log",
     priority: 2  # after the teachers, before the students (train.smk)

@@ -35,6 +35,7 @@ for rule_name, (kind, rank) in TRAIN_RULES.items():
             outdir=output_dir,
             tags=lambda wc, kind=kind: train_tags(wc, kind),
             opts=lambda wc, kind=kind: stage_of(wc, kind).command_opts(),
+            sig=lambda wc: wc.sig,  # in the between-workflow cache's hash, which skips wildcards
         log:
             f"{R}/logs/train/{{setting}}/{folder}.log",
         priority: rank
