@@ -291,9 +291,9 @@ class Plan:
         return flags(args)
 
     def data_identity(self, dataset: str) -> dict:
-        """What decides a prepared dataset's content: its arguments, the synthetic world's version
-        and the code's behaviour version (part of every model signature; re-prepares when changed)."""
-        identity = {"spec": self.datasets[dataset], "behaviour": self.behaviour_version}
+        """What decides a prepared dataset's content: its arguments and, for the generated world, its
+        version (part of every model signature; the prepare rule re-runs when it changes)."""
+        identity = {"spec": self.datasets[dataset]}
         if dataset == "synthetic":
             identity["world_version"] = synthetic_world_version()
         return identity
