@@ -195,6 +195,11 @@ def test_manifest_is_the_plan_and_round_trips(config, tmp_path):
     frozen = next(e for e in manifest.evaluations if e.variant == "frozen-clip" and e.seed == 2)
     assert (frozen.stage, frozen.round) == ("student", 2)  # the model that is evaluated, not the variant
     assert [t.name for t in manifest.tables] == plan.table_names()
+    cross = lambda m: next(t for t in m.tables if t.kind == "cross_dataset")  # noqa: E731
+    assert cross(manifest).miou_convention == "gt"
+    config["miou_convention"] = "d2v06"
+    assert cross(Plan.from_config(config).manifest()).miou_convention == "d2v06"
+    config.pop("miou_convention")
     assert [f"{plan.results}/plots/{p.name}" for p in manifest.plots] == plan.plot_files()
     assert sorted(manifest.clip_metrics) == [0, 2] and all(p.endswith("tiny.json") for p in manifest.clip_metrics.values())
     assert {c.path for c in manifest.curves} == set(plan.curve_files())
