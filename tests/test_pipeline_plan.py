@@ -285,3 +285,24 @@ def test_no_import_circle_between_plan_and_results(first, other):
     code = f"import sys, {first}; assert {other!r} not in sys.modules, sorted(sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_plan_command_writes_the_manifest_or_names_the_problem(config, tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    from masqclip.manifest import Manifest
+
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text(yaml.safe_dump(config))
+    config["settings"]["base-novel"]["datasets"] = ["coco-ovsplit"]
+    bad.write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "masqclip.cli", "plan", "--output", str(tmp_path / "m.json"), "--config"]
+    proc = subprocess.run(cmd + [str(good)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert Manifest.read(tmp_path / "m.json") == Plan.from_config(yaml.safe_load(good.read_text())).manifest()
+    proc = subprocess.run(cmd + [str(bad)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "settings.base-novel.datasets: 'coco-ovsplit'" in proc.stderr
+    assert "Traceback" not in proc.stderr
