@@ -9,7 +9,7 @@ run per dataset (tags job=eval, dataset), never fatal.
 
 example:
   masqclip eval --config-file config/models/synthetic/tuning.yaml --dataset synthetic_instance_val_all \\
-      --output results/metrics/generalized.json MODEL.WEIGHTS results/models/masqclip/model_final.pth
+      --output results/metrics/generalized.json MODEL.WEIGHTS results/models/tuning/model_final.pth
 """
 from __future__ import annotations
 

@@ -293,7 +293,7 @@ class Plan:
     def data_identity(self, dataset: str) -> dict:
         """What decides a prepared dataset's content: its arguments and, for the generated world, its
         version (part of every model signature; the prepare rule re-runs when it changes)."""
-        identity = {"spec": self.datasets[dataset]}
+        identity = {"args": self.datasets[dataset].get("args", {})}  # not 'check': it never changes the data
         if dataset == "synthetic":
             identity["world_version"] = synthetic_world_version()
         return identity
