@@ -250,6 +250,8 @@ def test_given_weights_replace_training_upstream(config, tmp_path):
      "ablations.rounds: settings.base-novel.tuning.weights is given"),
     (lambda c, f: c["settings"]["cross-dataset"].pop("teacher"), "settings.cross-dataset.teacher: needs a 'config'"),
     (lambda c, f: c.update(seeds=[1, 1]), "seeds: [1, 1] lists a seed twice"),
+    (lambda c, f: c["settings"]["cross-dataset"].update(rounds=0, student={"weights": f}),
+     "settings.cross-dataset.student.weights: the setting runs no student round"),
 ])
 def test_given_weights_checks_name_the_field(config, tmp_path, change, message):
     ckpt = tmp_path / "model_final.pth"
@@ -306,3 +308,16 @@ def test_plan_command_writes_the_manifest_or_names_the_problem(config, tmp_path)
     proc = subprocess.run(cmd + [str(bad)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "settings.base-novel.datasets: 'coco-ovsplit'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_given_last_student_is_tuned_and_nothing_before_it_runs(config, tmp_path):
+    student_file = tmp_path / "student.pth"
+    student_file.write_bytes(b"student")
+    spec = config["settings"]["cross-dataset"]
+    spec["student"] = {"weights": str(student_file)}  # no config needed: it is never trained
+    del spec["teacher"]
+    plan = Plan.from_config(config)
+    keys = {k[:3] for k in plan.stages if k[1] == "cross-dataset"}
+    assert keys == {("student", "cross-dataset", 1), ("tuning", "cross-dataset", 1)}
+    tuning = plan.final_stage("cross-dataset")
+    assert tuning.trained and tuning.opts["MODEL.WEIGHTS"] == str(student_file) and str(student_file) in tuning.inputs

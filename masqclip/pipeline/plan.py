@@ -261,6 +261,8 @@ class Plan:
             if path and not os.path.isfile(path):
                 problems.append(f"settings.{setting}.{kind}.weights: no such file {path!r}")
         given = self.given_from(setting)
+        if given == "student" and self.rounds_of(setting) < 1:
+            problems.append(f"settings.{setting}.student.weights: the setting runs no student round (rounds 0)")
         needed = {"tuning": ("tuning",), "student": ("tuning",), "teacher": ("student", "tuning"),
                   None: ("teacher", "student", "tuning")}[given]
         for kind in needed:
