@@ -206,7 +206,9 @@ def test_manifest_is_the_plan_and_round_trips(config, tmp_path):
     manifest.write(tmp_path / "m.json")
     assert Manifest.read(tmp_path / "m.json") == manifest
     (tmp_path / "bad.json").write_text("{}")
-    with pytest.raises(ValueError, match="bad.json"):
+    from masqclip.errors import UserError
+
+    with pytest.raises(UserError, match="bad.json"):  # one line naming the file, exit 2 from the CLI
         Manifest.read(tmp_path / "bad.json")
 
 

@@ -27,10 +27,10 @@ def main(args) -> int:
     from ..errors import UserError
     from ..pipeline import Plan
 
+    import yaml
+
     try:
         if args.config:
-            import yaml
-
             with open(args.config, encoding="utf-8") as fh:
                 config = yaml.safe_load(fh)
         else:
@@ -38,7 +38,7 @@ def main(args) -> int:
         plan = Plan.from_config(config)
     except KeyError as err:
         raise UserError(f"the pipeline config has no field {err}") from None
-    except (OSError, ValueError, TypeError, AttributeError) as err:  # incl. yaml and JSON errors
+    except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError) as err:  # ValueError: JSON too
         raise UserError(f"pipeline config: {err}") from None
     plan.manifest().write(args.output)
     print(args.output)
