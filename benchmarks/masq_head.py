@@ -22,19 +22,13 @@ import statistics
 import sys
 import time
 
+from proc_status import status_kib
+
 # (open_clip architecture, input size) as in the issue: ViT-B/16 at 224, ViT-L/14 at 336.
 SHAPES = (("ViT-B-16", 224), ("ViT-L-14-336", 336))
 IMPLEMENTATIONS = ("ours", "reference")
 MASK_GRID_DIVISOR = 4  # mask logits arrive at 1/4 of the input size, as Mask2Former's
 RESET_PEAK_RSS = "5"  # written to /proc/self/clear_refs: resets VmHWM to the current RSS
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
 
 
 def _measure(queue, model_name: str, impls: tuple[str, ...], n_masks: int, repeats: int, threads: int) -> None:
@@ -63,9 +57,9 @@ def _measure(queue, model_name: str, impls: tuple[str, ...], n_masks: int, repea
             gc.collect()
             with open("/proc/self/clear_refs", "w") as f:
                 f.write(RESET_PEAK_RSS)
-            before = _status_kib("VmRSS")
+            before = status_kib("VmRSS")
             outputs[impl] = runs[impl]()
-            result[impl]["peak_rss_delta_mib"] = (_status_kib("VmHWM") - before) / 1024
+            result[impl]["peak_rss_delta_mib"] = (status_kib("VmHWM") - before) / 1024
         for _ in range(repeats):
             for impl in impls:
                 wall, cpu = time.perf_counter(), time.process_time()

@@ -38,6 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from proc_status import status_kib
+
 REPO = Path(__file__).resolve().parents[1]
 TEACHER_CONFIG = "config/models/base-novel/teacher_R50_100k_base48.yaml"
 SYNTHETIC_TEACHER_CONFIG = "config/models/synthetic/teacher.yaml"
@@ -64,14 +66,6 @@ QUICK = ("teacher_call_512", "teacher_net_512", "teacher_train_256", "masq_head_
 # ---------------------------------------------------------------------------------------------
 # worker side: runs with PYTHONPATH = one checkout, imports that checkout's masqclip
 # ---------------------------------------------------------------------------------------------
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
 class Workload:
     """One model + input; ``run()`` is the timed call, ``output()`` the tensors compared."""
 
@@ -189,10 +183,10 @@ def worker(threads: int) -> None:
             gc.collect()
             with open("/proc/self/clear_refs", "w") as f:
                 f.write(RESET_PEAK_RSS)
-            before = _status_kib("VmRSS")
+            before = status_kib("VmRSS")
             start = time.perf_counter()
             torch.save({k: v.float() if v.is_floating_point() else v for k, v in work.run().items()}, cmd["output"])
-            reply = {"first_s": time.perf_counter() - start, "peak_mib": (_status_kib("VmHWM") - before) / 1024}
+            reply = {"first_s": time.perf_counter() - start, "peak_mib": (status_kib("VmHWM") - before) / 1024}
         elif cmd["cmd"] == "run":
             wall, cpu = time.perf_counter(), time.process_time()
             work.run()

@@ -1,8 +1,8 @@
 """Training-step benchmark: seconds per iteration of each stage's synthetic config on CPU.
 
-    python benchmarks/train_step.py [--repeats 3] [--iters 5] [--warmup 1] [--threads 2] [--stages teacher student masqclip] [--opts KEY VALUE ...]
+    python benchmarks/train_step.py [--repeats 3] [--iters 5] [--warmup 1] [--threads 2] [--stages teacher student tuning] [--opts KEY VALUE ...]
 
-For every stage (teacher = MaskFormer, student = MaskDistill with a frozen teacher, masqclip =
+For every stage (teacher = MaskFormer, student = MaskDistill with a frozen teacher, tuning =
 MasQ-Tuning with the tiny CLIP, random weights: timing does not depend on them) it builds the model,
 the training loader (on a small generated synthetic world), the optimizer and the engine's trainer
 from ``config/models/synthetic/<stage>.yaml`` exactly as ``masqclip train`` does, runs --warmup
@@ -32,7 +32,7 @@ from masqclip.engine.optim import build_optimizer
 from masqclip.modeling import build_model
 
 CONFIGS = Path(__file__).resolve().parents[1] / "config" / "models" / "synthetic"
-STAGES = ("teacher", "student", "masqclip")
+STAGES = ("teacher", "student", "tuning")
 WORLD_TRAIN_IMAGES = 16
 
 

@@ -28,8 +28,9 @@ DEFAULT_URI = "sqlite:///results/mlflow.db"
 DEFAULT_EXPERIMENT = "masqclip"
 INVOCATION_ENV = "MASQCLIP_INVOCATION"
 ARTIFACTS_DIRNAME = "mlartifacts"
-# Stage tag of each meta-architecture (overridable with --tag stage=...).
-STAGE_OF_ARCH = {"MaskFormer": "teacher", "MaskDistill": "student", "MasQTuning": "masq_tuning"}
+# Stage tag of each meta-architecture (overridable with --tag stage=...); the names the workflow's
+# plan, folders and resources use (masqclip.manifest.STAGES).
+STAGE_OF_ARCH = {"MaskFormer": "teacher", "MaskDistill": "student", "MasQTuning": "tuning"}
 GIT_TIMEOUT_S = 5
 FAILURE_BUDGET_S = 10.0  # seconds of failing calls after which a job stops tracking
 LOCKED_ATTEMPTS = 10  # attempts of a call that found the SQLite database locked
@@ -66,14 +67,16 @@ def git_commit(path: str | None = None) -> str:
 
 
 def default_tags(cfg, *, job: str, dataset: str = "", extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Tags of a job: setting, stage, round, dataset, invocation, git_commit, hostname, job, and
+    """Tags of a job: setting, stage, round, seed, dataset, invocation, git_commit, hostname, job, and
     ``data.<dataset>`` (the dataset's preparation manifest, :func:`data_tags`) (+ ``extra``).
 
-    ``stage`` defaults from ``MODEL.META_ARCHITECTURE``; ``setting`` and ``round`` come from
-    ``extra`` (the workflow passes them with ``--tag``); ``invocation`` from $MASQCLIP_INVOCATION.
+    ``stage`` defaults from ``MODEL.META_ARCHITECTURE``; ``seed`` from ``SEED`` for training jobs;
+    ``setting`` and ``round`` come from ``extra`` (the workflow passes them, and every job's seed,
+    with ``--tag``); ``invocation`` from $MASQCLIP_INVOCATION.
     """
     tags = {"job": job, "stage": STAGE_OF_ARCH.get(cfg.MODEL.META_ARCHITECTURE, cfg.MODEL.META_ARCHITECTURE),
-            "setting": "", "round": "", "dataset": dataset or ",".join(cfg.DATASETS.TRAIN),
+            "setting": "", "round": "", "seed": str(cfg.SEED) if job == "train" else "",
+            "dataset": dataset or ",".join(cfg.DATASETS.TRAIN),
             "invocation": os.environ.get(INVOCATION_ENV, ""), "git_commit": git_commit(),
             "hostname": socket.gethostname(), "config_version": str(cfg.VERSION)}
     tags.update(data_tags(dataset.split(",") if dataset else list(cfg.DATASETS.TRAIN)))
@@ -519,12 +522,13 @@ def mark_model_training(client, experiment_id: str) -> None:
 
 def run_name(tags: Mapping[str, str]) -> str:
     """A job's run name from its tags: ``base-novel / student r1 / seed 0`` (training),
-    ``eval base-novel / masqclip r2 / generalized`` (evaluation); parts without a tag are left out."""
+    ``eval base-novel / masqclip r2 / generalized / seed 0`` (evaluation); parts without a tag are left out."""
     get = lambda k: str(tags.get(k, "") or "")  # noqa: E731
     rnd = f" r{get('round')}" if get("round") else ""
     if get("job") == "eval":
         what = (get("variant") or get("stage")) + rnd
-        parts = [p for p in (get("setting"), what.strip(), get("test") or get("dataset")) if p]
+        parts = [p for p in (get("setting"), what.strip(), get("test") or get("dataset"),
+                             f"seed {get('seed')}" if get("seed") else "") if p]
         return "eval " + " / ".join(parts)
     parts = [p for p in (get("setting"), (get("stage") + rnd).strip(),
                          f"seed {get('seed')}" if get("seed") else "") if p]

@@ -7,7 +7,10 @@ and gives rank r the images r::world_size, as ``build_train_loader`` does.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -121,3 +124,21 @@ if __name__ == "__main__":
 
     main_killable(*sys.argv[1:3])
     os._exit(0)
+
+
+def sigkill_once_written(proc: subprocess.Popen, path: Path, *, timeout: float, settle: float = 0.0) -> None:
+    """Kill ``proc`` with SIGKILL as soon as ``path`` exists (after ``settle`` more seconds), and reap it.
+
+    Fails, with the process's stderr, if it exits before writing ``path`` or ``timeout`` passes first.
+    """
+    deadline = time.monotonic() + timeout
+    try:
+        while not path.exists():
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, f"no {path.name} after {timeout:.0f} s"
+            time.sleep(0.01)
+        time.sleep(settle)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL

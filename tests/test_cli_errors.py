@@ -96,8 +96,19 @@ def test_results_and_pretrain_input_errors(tmp_path):
     bad = tmp_path / "base-novel" / "main" / "generalized.json"
     bad.parent.mkdir(parents=True)
     bad.write_text('{"results": {"segm": \n')
-    tables = ["results", "tables", "--output-dir", tmp_path / "t", "--settings", "base-novel", "--rounds", "2"]
-    assert_user_error(run_cli(*tables, bad), str(bad), "line 2", "not valid JSON")
-    assert_user_error(run_cli(*tables, tmp_path / "absent.json"), "metrics file not found")
+    from masqclip.manifest import EvaluationEntry, Manifest, TableSpec
+
+    def manifest(metrics):
+        path = tmp_path / f"manifest-{metrics.stem}.json"
+        entry = EvaluationEntry("base-novel", "tuning", 2, 0, "masqclip", "generalized", "d", str(metrics))
+        Manifest(seeds=[0], evaluations=[entry], tables=[TableSpec("base_novel", "base_novel", "base-novel")]).write(path)
+        return path
+
+    tables = ["results", "tables", "--output-dir", tmp_path / "t", "--manifest"]
+    assert_user_error(run_cli(*tables, manifest(bad)), str(bad), "line 2", "not valid JSON")
+    assert_user_error(run_cli(*tables, manifest(tmp_path / "absent.json")), "metrics file not found")
+    assert_user_error(run_cli(*tables, tmp_path / "no-manifest.json"), "pipeline manifest not found")
+    (tmp_path / "broken.json").write_text("[1, 2]")
+    assert_user_error(run_cli(*tables, tmp_path / "broken.json"), "broken.json", "not a readable pipeline manifest")
     assert_user_error(run_cli("pretrain-clip", "--crops", tmp_path / "none", "--output", tmp_path / "c.pt"),
                       str(tmp_path / "none" / "train.jsonl"), "masqclip prepare synthetic")

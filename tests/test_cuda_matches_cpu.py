@@ -18,7 +18,7 @@ from masqclip.modeling import build_model
 pytestmark = pytest.mark.gpu
 
 SYNTHETIC_TEACHER = "config/models/synthetic/teacher.yaml"
-SYNTHETIC_TUNING = "config/models/synthetic/masqclip.yaml"
+SYNTHETIC_TUNING = "config/models/synthetic/tuning.yaml"
 
 
 @pytest.fixture

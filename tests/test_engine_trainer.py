@@ -3,16 +3,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from engine_toys import RaiseAt, ToyModel, run_toy, toy_batches, toy_cfg
+from engine_toys import RaiseAt, ToyModel, run_toy, sigkill_once_written, toy_batches, toy_cfg
 from masqclip.checkpoint import load_checkpoint, save_checkpoint
 from masqclip.engine.checkpointer import Checkpointer, load_model_weights
 from masqclip.engine.defaults import build_trainer, default_setup, run_training
@@ -85,17 +83,7 @@ def test_resume_after_sigkill_gives_identical_weights(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.Popen([sys.executable, str(TESTS / "engine_toys.py"), str(out), "0.25"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    try:
-        while not (out / "model_0000003.pth").exists():
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "no checkpoint after 60 s"
-            time.sleep(0.05)
-        time.sleep(0.3)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    sigkill_once_written(proc, out / "model_0000003.pth", timeout=60, settle=0.3)
     assert not (out / "model_final.pth").exists(), "the run finished before it was killed"
     resumed, final = run_toy(toy_cfg(out), resume=True)
     assert final["start_iter"] in (4, 8)

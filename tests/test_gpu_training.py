@@ -16,7 +16,7 @@ import torch
 from masqclip.config import setup_cfg
 from masqclip.engine.trainer import AMPTrainer, SimpleTrainer
 from masqclip.modeling import build_model
-from test_precision import _blob
+from model_toys import blob_image, train_losses
 
 DEVICE = os.environ.get("MASQCLIP_GPU_TEST_DEVICE", "cuda")
 pytestmark = [pytest.mark.gpu] if DEVICE == "cuda" else []  # on the CPU (checking the tests) nothing to skip
@@ -72,7 +72,7 @@ def _batch_for(name: str):
         from test_masq_tuning import _batch
 
         return _batch()
-    return [_blob(seed=0), _blob(seed=1)]
+    return [blob_image(seed=0), blob_image(seed=1)]
 
 
 @pytest.mark.parametrize("name,make", [("MaskFormer", _teacher), ("MaskDistill", _student), ("MasQTuning", _tuning)])
@@ -93,13 +93,7 @@ def test_every_meta_architecture_trains_and_infers_on_cuda(name, make, fp32_refe
 
 def _losses(trainer_cls, steps=3, **kwargs):
     torch.manual_seed(0)
-    model = _teacher().to(DEVICE).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    data = ([_blob(seed=2 * i), _blob(seed=2 * i + 1)] for i in range(steps))
-    trainer = trainer_cls(model=model, data_loader=data, optimizer=opt, **kwargs)
-    torch.manual_seed(1)
-    trainer.train(0, steps)
-    return [v for _, v in trainer.storage._history["total_loss"]]
+    return train_losses(_teacher().to(DEVICE).train(), trainer_cls, steps, **kwargs)
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])

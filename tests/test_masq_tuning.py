@@ -153,7 +153,7 @@ def _old_weighted_nll(logits, labels, background_weight):
 def test_synthetic_loss_weights_reproduce_the_miniatures_background_weight():
     from masqclip.config import setup_cfg
 
-    cfg = setup_cfg(str(REPO / "config/models/synthetic/masqclip.yaml"), ["MODEL.DEVICE", "cpu"])
+    cfg = setup_cfg(str(REPO / "config/models/synthetic/tuning.yaml"), ["MODEL.DEVICE", "cpu"])
     mf = cfg.MODEL.MASK_FORMER
     assert (mf.NO_OBJECT_WEIGHT, mf.CLASS_WEIGHT) == (0.02, 1.0)
     m = build_model(tiny_cfg("MODEL.MASK_FORMER.NO_OBJECT_WEIGHT", mf.NO_OBJECT_WEIGHT,
@@ -213,7 +213,7 @@ def test_new_query_projections_start_random_by_default_and_copy_on_request():
 
     for name in ("base-novel/masqclip_R50_bs4_10k_base48", "cross-dataset/masqclip_R50_bs4_10k"):
         assert setup_cfg(str(REPO / f"config/models/{name}.yaml"), []).MODEL.MASQ_CLIP.NEW_Q_INIT == "random"
-    synthetic = setup_cfg(str(REPO / "config/models/synthetic/masqclip.yaml"), [])
+    synthetic = setup_cfg(str(REPO / "config/models/synthetic/tuning.yaml"), [])
     assert synthetic.MODEL.MASQ_CLIP.NEW_Q_INIT == "copy"
     for init in ("random", "copy"):
         torch.manual_seed(0)

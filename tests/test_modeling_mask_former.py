@@ -6,10 +6,10 @@ import time
 import pytest
 import torch
 
+from model_toys import blob_image
 from masqclip.checkpoint import load_checkpoint
 from masqclip.config import setup_cfg
 from masqclip.modeling import build_model
-from masqclip.structures import Instances
 
 TEACHER = "config/models/base-novel/teacher_R50_100k_base48.yaml"
 SYNTHETIC = "config/models/synthetic/teacher.yaml"
@@ -72,16 +72,8 @@ def _synthetic_cfg(repo_dir, *opts):
 
 
 def _blob_image(size=64, seed=0):
-    """A textured square and disc on a noisy background, with their masks."""
-    gen = torch.Generator().manual_seed(seed)
-    image = torch.rand(3, size, size, generator=gen) * 60
-    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-    square = (yy > size // 8) & (yy < size // 2) & (xx > size // 8) & (xx < size // 2)
-    disc = (yy - 0.7 * size) ** 2 + (xx - 0.65 * size) ** 2 < (0.2 * size) ** 2
-    image[0][square] += 180
-    image[2][disc] += 150 + 40 * ((xx[disc] // 3) % 2)
-    inst = Instances((size, size), gt_classes=torch.tensor([4, 7]), gt_masks=torch.stack([square, disc]))
-    return {"image": image.clamp(0, 255), "height": size, "width": size, "instances": inst}
+    """A textured square and disc on a noisy background, with their masks (classes 4 and 7)."""
+    return blob_image(size, seed, classes=(4, 7), striped=True)
 
 
 def test_training_returns_weighted_losses_of_every_layer(repo_dir):

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from engine_toys import toy_cfg
+from model_toys import blob_image, train_losses
 from masqclip.config import setup_cfg
 from masqclip.engine.defaults import build_trainer
 from masqclip.engine.trainer import AMPTrainer, SimpleTrainer
 from masqclip.modeling import build_model
-from masqclip.structures import Instances
 from masqclip.utils.precision import amp_from_config, cpu_native_bf16, full_precision, resolve_amp
 
 SYNTHETIC = "config/models/synthetic/teacher.yaml"
@@ -75,18 +75,6 @@ def test_build_trainer_takes_bf16_exactly_where_the_cpu_has_amx(tmp_path, caplog
     assert type(trainer) is SimpleTrainer  # AMP off by default
 
 
-def _blob(size=64, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    image = torch.rand(3, size, size, generator=gen) * 60
-    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-    square = (yy > size // 8) & (yy < size // 2) & (xx > size // 8) & (xx < size // 2)
-    disc = (yy - 0.7 * size) ** 2 + (xx - 0.65 * size) ** 2 < (0.2 * size) ** 2
-    image[0][square] += 180
-    image[2][disc] += 150
-    inst = Instances((size, size), gt_classes=torch.tensor([0, 0]), gt_masks=torch.stack([square, disc]))
-    return {"image": image.clamp(0, 255), "height": size, "width": size, "instances": inst}
-
-
 @pytest.fixture(scope="module")
 def teacher(repo_dir):
     torch.manual_seed(0)
@@ -96,7 +84,7 @@ def teacher(repo_dir):
 def test_matcher_and_criterion_ignore_autocast(teacher):
     """Under bf16 autocast the matching and the losses are computed exactly as outside it (same
     inputs, same point samples): they run in fp32 whatever the surrounding region does."""
-    batch = [_blob(seed=s) for s in range(2)]
+    batch = [blob_image(seed=s) for s in range(2)]
     images, _ = teacher.preprocess_images(batch)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         outputs = teacher.sem_seg_head(teacher.backbone(images), aux_masks=True)
@@ -132,23 +120,16 @@ def test_clip_logits_and_loss_stay_fp32_under_autocast():
     assert logits.dtype == torch.float32 and loss.dtype == torch.float32 and torch.isfinite(loss)
 
 
-def _train_losses(repo_dir, trainer_cls, steps, **kwargs):
-    cfg = setup_cfg(str(repo_dir / SYNTHETIC), ["MODEL.DEVICE", "cpu"])
-    torch.manual_seed(0)
-    model = build_model(cfg).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    data = ([_blob(seed=2 * i), _blob(seed=2 * i + 1)] for i in range(steps))
-    trainer = trainer_cls(model=model, data_loader=data, optimizer=opt, **kwargs)
-    torch.manual_seed(1)
-    trainer.train(0, steps)
-    return [v for _, v in trainer.storage._history["total_loss"]]
-
-
 def test_bf16_training_steps_match_fp32(repo_dir):
     """Three Mask2Former training steps (the synthetic teacher) in bf16 autocast on CPU: every loss
     finite and within BF16_LOSS_RTOL of the fp32 run from the same weights and data."""
-    fp32 = _train_losses(repo_dir, SimpleTrainer, 3)
-    bf16 = _train_losses(repo_dir, AMPTrainer, 3, dtype=torch.bfloat16, device_type="cpu")
+    def _train_losses(trainer_cls, **kwargs):
+        torch.manual_seed(0)
+        model = build_model(setup_cfg(str(repo_dir / SYNTHETIC), ["MODEL.DEVICE", "cpu"])).train()
+        return train_losses(model, trainer_cls, 3, **kwargs)
+
+    fp32 = _train_losses(SimpleTrainer)
+    bf16 = _train_losses(AMPTrainer, dtype=torch.bfloat16, device_type="cpu")
     print("fp32 losses", fp32, "bf16 losses", bf16)
     assert len(bf16) == len(fp32) == 3
     assert all(math.isfinite(v) for v in bf16)

@@ -230,3 +230,15 @@ def test_a_resumed_job_continues_its_run(tmp_path):
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags["resumed"] == "1" and run.data.params["a"] == "1"
     assert Tracker(uri=uri).start(run_name="job", continue_run="0" * 32).run_id not in (None, run_id)
+
+
+def test_stage_tags_use_the_pipeline_stage_names_and_training_runs_carry_their_seed():
+    from masqclip.config import get_cfg
+    from masqclip.manifest import STAGES
+
+    cfg = get_cfg()
+    for arch, stage in (("MaskFormer", "teacher"), ("MaskDistill", "student"), ("MasQTuning", "tuning")):
+        cfg.MODEL.META_ARCHITECTURE, cfg.SEED = arch, 7
+        tags = default_tags(cfg, job="train")
+        assert tags["stage"] == stage and stage in STAGES and tags["seed"] == "7"
+    assert default_tags(cfg, job="eval", extra={"seed": "1"})["seed"] == "1"

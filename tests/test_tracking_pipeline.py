@@ -19,7 +19,7 @@ EVAL = {"job": "eval", "setting": "base-novel", "stage": "tuning", "round": "2",
 
 def test_run_names_say_what_a_job_is():
     assert run_name(TRAIN) == "base-novel / student r1 / seed 0"
-    assert run_name(EVAL) == "eval base-novel / masqclip r2 / generalized"
+    assert run_name(EVAL) == "eval base-novel / masqclip r2 / generalized / seed 0"
     assert run_name({"job": "train", "stage": "teacher"}) == "teacher"
 
 
@@ -57,7 +57,7 @@ def test_parent_and_child_runs_queried_back(store, tmp_path, monkeypatch):
     assert exp.tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND  # the UI opens the runs view
     children = mlflow.search_runs(experiment_names=["exp"], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
     assert sorted(children["tags.mlflow.runName"]) == ["base-novel / student r1 / seed 0",
-                                                       "eval base-novel / masqclip r2 / generalized"]
+                                                       "eval base-novel / masqclip r2 / generalized / seed 0"]
     for key in ("setting", "stage", "round", "seed"):
         assert children[f"tags.{key}"].notna().all() and (children[f"tags.{key}"] != "").all()
     assert "tags.unset" not in children.columns  # empty tags are not written

@@ -6,16 +6,15 @@ from __future__ import annotations
 import copy
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+from engine_toys import sigkill_once_written
 from test_cli_train_eval import TINY
 from workflow_support import base_env
 
@@ -56,16 +55,7 @@ def test_sigkill_then_resume_of_a_real_training_gives_identical_weights(tiny_wor
 
     out = tmp_path / "killed"
     proc = subprocess.Popen(_train(config, out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    try:
-        while not (out / "model_0000001.pth").exists():
-            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "no checkpoint after 120 s"
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    sigkill_once_written(proc, out / "model_0000001.pth", timeout=120)
     assert not (out / "model_final.pth").exists(), "the run finished before it was killed"
 
     resumed = subprocess.run(_train(config, out, "--resume"), env=env, capture_output=True, text=True, timeout=300)

@@ -10,11 +10,11 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from masqclip.results.plan import Plan
+from masqclip.pipeline.plan import Plan
 from workflow_support import REPO, load_config, scratch_config, snakemake
 
 SCHEMA = str(REPO / "workflow/schemas/config.schema.yaml")
-SHIPPED = ("config.yaml", "paper.yaml", "ci.yaml")
+SHIPPED = ("config.yaml", "paper.yaml", "ci.yaml", "paper-released.yaml")
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -26,7 +26,8 @@ def test_shipped_configs_match_the_schema(name):
 def test_shipped_configs_name_existing_model_configs(name):
     """Fails until every model YAML a shipped config names exists under config/models/."""
     config = load_config(name)
-    files = {s[k]["config"] for s in config["settings"].values() for k in ("teacher", "student", "tuning")}
+    files = {s[k]["config"] for s in config["settings"].values() for k in ("teacher", "student", "tuning")
+             if "config" in s.get(k, {})}
     files |= {t["config"] for s in config["settings"].values() for t in s["tests"].values() if "config" in t}
     missing = sorted(f for f in files if not (REPO / f).is_file())
     assert not missing, f"config/{name} names model configs that do not exist: {missing}"
@@ -34,12 +35,14 @@ def test_shipped_configs_name_existing_model_configs(name):
 
 BAD = [  # (change, text the error must contain)
     (lambda c: c.update(rounds="two"), "['rounds']"),
-    (lambda c: c.pop("seed"), "'seed' is a required property"),
+    (lambda c: c.pop("rounds"), "'rounds' is a required property"),
+    (lambda c: c.update(seeds=[0, 0]), "['seeds']"),
     (lambda c: c.update(extra_key=1), "'extra_key' was unexpected"),
     (lambda c: c["settings"]["base-novel"]["tests"].update(bogus={"dataset": "x"}), "'bogus' is not one of"),
     (lambda c: c["resources"]["default"].update(gpus=1), "'gpus' was unexpected"),
     (lambda c: c["settings"]["base-novel"]["teacher"].update(overrides={"solver.lr": 1}), "'solver.lr' does not match"),
-    (lambda c: c["settings"]["cross-dataset"].pop("teacher"), "'teacher' is a required property"),
+    (lambda c: c["settings"]["cross-dataset"].pop("tuning"), "'tuning' is a required property"),
+    (lambda c: c["settings"]["cross-dataset"]["tuning"].update(weights=""), "['settings']"),
     (lambda c: c["ablations"]["object_score"].update(settings=["cross-dataset"]), "['ablations']"),
     (lambda c: c.update(miou_convention="d2"), "'d2' is not one of ['gt', 'd2v06']"),
     (lambda c: c["datasets"]["synthetic"].update(check="partial"), "'partial' is not one of ['full', 'reduced']"),

@@ -9,7 +9,7 @@ Paper plan (K = 2 rounds):
 - evaluations: base-novel: final model on constrained base, constrained novel, generalized (3),
   object score off (1), frozen CLIP (1), class-agnostic recall of rounds 0..2 (3), tuned rounds 0
   and 1 (2) = 10; cross-dataset: ADE-150 panoptic, ADE-150 semantic, ADE-847, PC-59, PC-459 = 5;
-- tables, plots, all = 1 each; no qualitative figures in the paper config.
+- manifest, tables, plots, all = 1 each; no qualitative figures in the paper config.
 """
 from __future__ import annotations
 
@@ -19,8 +19,11 @@ import yaml
 
 from workflow_support import REPO, job_counts, load_config, snakemake, write_model_configs
 
+# config/paper-released.yaml: the two released checkpoints, nothing trained: prepare the 5 test
+# datasets; evaluate base-novel 3 tests + object score off, cross-dataset 5 tests.
+RELEASED_JOBS = {"prepare": 5, "evaluate": 9, "manifest": 1, "tables": 1, "plots": 1, "all": 1}
 PAPER_JOBS = {"prepare": 6, "train_teacher": 2, "train_student": 4, "train_tuning": 4, "evaluate": 15,
-              "tables": 1, "plots": 1, "front_page": 1, "all": 1}
+              "manifest": 1, "tables": 1, "plots": 1, "front_page": 1, "all": 1}
 
 
 def _dry_run(config_path, workdir):
@@ -36,7 +39,7 @@ def test_paper_dry_run_lists_exactly_the_planned_jobs(tmp_path):
     """With the real model YAMLs under config/models/ (fails until they exist)."""
     (tmp_path / "config").symlink_to(REPO / "config")
     assert _dry_run(REPO / "config/paper.yaml", tmp_path) == PAPER_JOBS
-    assert sum(PAPER_JOBS.values()) == 35
+    assert sum(PAPER_JOBS.values()) == 36
 
 
 def test_paper_plan_with_stand_in_model_configs(tmp_path):
@@ -53,3 +56,14 @@ def test_paper_plan_with_stand_in_model_configs(tmp_path):
     path.write_text(yaml.safe_dump(config))
     assert load_config("paper.yaml")["rounds"] == 2
     assert _dry_run(path, tmp_path) == PAPER_JOBS
+
+
+def test_released_checkpoints_dry_run_trains_nothing(tmp_path, monkeypatch):
+    """config/paper-released.yaml with stand-in files where the released checkpoints go."""
+    monkeypatch.setenv("MASQCLIP_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "config").symlink_to(REPO / "config")
+    for setting in ("base-novel", "cross-dataset"):
+        path = tmp_path / load_config("paper-released.yaml")["settings"][setting]["tuning"]["weights"]
+        path.parent.mkdir(parents=True)
+        path.write_bytes(setting.encode())
+    assert _dry_run(REPO / "config/paper-released.yaml", tmp_path) == RELEASED_JOBS

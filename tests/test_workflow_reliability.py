@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from masqclip.results.plan import Plan
+from masqclip.pipeline.plan import Plan
 from test_cli_train_eval import TINY
 from workflow_support import SNAKEFILE, base_env, scratch_config, snakemake
 

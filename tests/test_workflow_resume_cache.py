@@ -4,6 +4,7 @@ cache a second checkout reuses the trained models instead of training again."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -31,10 +32,15 @@ def test_failed_training_job_resumes_in_the_same_folder(tmp_path):
 
 @pytest.mark.slow
 def test_second_checkout_takes_trained_models_from_the_cache(tmp_path, monkeypatch):
+    """... and a checkout whose code has a newer behaviour version (masqclip.BEHAVIOUR_VERSION
+    bumped at interpreter start) trains everything again instead of taking the cached models."""
     cache = tmp_path / "cache"
     cache.mkdir()
+    newer = tmp_path / "newer_code"
+    newer.mkdir()
+    (newer / "sitecustomize.py").write_text("import masqclip\nmasqclip.BEHAVIOUR_VERSION += 1\n")
     runs = {}
-    for name in ("checkout_a", "checkout_b"):
+    for name in ("checkout_a", "checkout_b", "checkout_newer"):
         work = tmp_path / name
         work.mkdir()
         # Relative result paths, so both checkouts run identical commands.
@@ -46,12 +52,16 @@ def test_second_checkout_takes_trained_models_from_the_cache(tmp_path, monkeypat
             (work / "models").rename(tmp_path / "models")
         env = install_stub_cli(work)
         env["SNAKEMAKE_OUTPUT_CACHE"] = str(cache)
+        if name == "checkout_newer":
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(newer), env.get("PYTHONPATH")]))
         proc = snakemake("--cores", "2", "--cache", "--configfile", str(config), workdir=work, env=env)
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs[name] = (work, proc)
     trained_a = [c for c in calls(runs["checkout_a"][0]) if c[0] in ("train", "pretrain-clip")]
     trained_b = [c for c in calls(runs["checkout_b"][0]) if c[0] in ("train", "pretrain-clip")]
     assert len(trained_a) == 9 and trained_b == []  # CLIP + 2 teachers + 2 students + control + 3 tunings
+    trained_newer = [c for c in calls(runs["checkout_newer"][0]) if c[0] in ("train", "pretrain-clip")]
+    assert len(trained_newer) == 9
     assert any(cache.iterdir())
     assert job_counts(runs["checkout_b"][1].stdout + runs["checkout_b"][1].stderr)["evaluate"] == 10
     assert (runs["checkout_b"][0] / "results/tables/base_novel.md").is_file()

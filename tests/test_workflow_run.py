@@ -19,11 +19,11 @@ from workflow_support import install_stub_cli, job_counts, scratch_config, snake
 # base-novel 3 tests + object score off + frozen CLIP + proposals of rounds 0..2 and of the control
 # = 9, cross-dataset 2 tests; qualitative 2 + 1.
 DEFAULT_JOBS = {"prepare": 1, "pretrain_clip": 1, "train_teacher": 2, "train_student": 3, "train_control": 1,
-                "train_tuning": 2, "evaluate": 11, "qualitative": 3, "tables": 1, "plots": 1, "front_page": 1, "all": 1}
+                "train_tuning": 2, "evaluate": 11, "qualitative": 3, "manifest": 1, "tables": 1, "plots": 1, "front_page": 1, "all": 1}
 # After a change of the base-novel MasQ-Tuning overrides: its tuning job, the 4 evaluations of the
 # tuned model (3 tests, object score off; not frozen CLIP, not proposals), the 2 base-novel
-# qualitative figures, tables, plots.
-RETUNE_JOBS = {"train_tuning": 1, "evaluate": 4, "qualitative": 2, "tables": 1, "plots": 1, "front_page": 1, "all": 1}
+# qualitative figures, the manifest (its paths changed), tables, plots.
+RETUNE_JOBS = {"train_tuning": 1, "evaluate": 4, "qualitative": 2, "manifest": 1, "tables": 1, "plots": 1, "front_page": 1, "all": 1}
 
 pytestmark = pytest.mark.slow  # the module's two workflow runs take ~45 s on 2 busy cores
 
@@ -146,5 +146,5 @@ def test_changed_tuning_config_reruns_only_tuning_and_dependants(finished_run):
     assert run.returncode == 0, run.stderr[-3000:]
     new_calls = [json.loads(x) for x in (tmp / "calls.jsonl").read_text().splitlines()[before:]]
     trained = sorted(c[c.index("--tag") + 3] for c in new_calls if c[0] == "train")
-    assert trained == ["stage=masq-tuning"]
+    assert trained == ["stage=tuning"]
     assert all("SOLVER.BASE_LR" in c for c in new_calls if c[0] == "train")

@@ -15,10 +15,10 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
-MODEL_NAMES = ("teacher", "student", "masqclip")
+MODEL_NAMES = ("teacher", "student", "tuning")
 
 # A stand-in for the `masqclip` CLI: writes the files each sub-command promises (docs/architecture.md
-# and the rules' contract) with known numbers, logs every call, and hands `results` and `config` to
+# and the rules' contract) with known numbers, logs every call, and hands `plan`, `results` and `config` to
 # the real CLI. It lets the tests check the workflow's scheduling without training anything.
 STUB_CLI = textwrap.dedent('''\
     #!{python}
@@ -29,7 +29,7 @@ STUB_CLI = textwrap.dedent('''\
         fh.write(json.dumps(args) + "\\n")
     with open(os.environ["MASQCLIP_STUB_LOG"] + ".parent", "a") as fh:  # the MLflow parent run a job sees
         fh.write(os.environ.get("MASQCLIP_PARENT_RUN_ID", "") + "\\n")
-    if args[0] in ("results", "config"):
+    if args[0] in ("results", "config", "plan"):
         from masqclip.cli import main
         sys.exit(main(args))
     def opt(name):

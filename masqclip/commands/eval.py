@@ -8,8 +8,8 @@ overrides (MODEL.MASK_FORMER.TEST.*, MODEL.MASQ_CLIP.USE_OBJECT_SCORE, ...). The
 run per dataset (tags job=eval, dataset), never fatal.
 
 example:
-  masqclip eval --config-file config/models/synthetic/masqclip.yaml --dataset synthetic_instance_val_all \\
-      --output results/metrics/generalized.json MODEL.WEIGHTS results/models/masqclip/model_final.pth
+  masqclip eval --config-file config/models/synthetic/tuning.yaml --dataset synthetic_instance_val_all \\
+      --output results/metrics/generalized.json MODEL.WEIGHTS results/models/tuning/model_final.pth
 """
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
-"""Result tables, plots and the job plan of the Snakemake workflow (``masqclip results ...``)."""
-from .plan import Plan, Stage, Evaluation
-from .tables import Table, build_tables, load_metrics, planned_tables, write_tables
-from .plots import planned_plots
+"""Result tables and plots (``masqclip results ...``), drawn from the pipeline's manifest
+(``masqclip.manifest``). Imports nothing of ``masqclip.pipeline``."""
+from .tables import Table, build_table, build_tables, combine_seeds, load_metrics, write_tables
 
-__all__ = ["Evaluation", "Plan", "Stage", "Table", "build_tables", "load_metrics", "planned_plots",
-           "planned_tables", "write_tables"]
+__all__ = ["Table", "build_table", "build_tables", "combine_seeds", "load_metrics", "write_tables"]

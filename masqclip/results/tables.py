@@ -1,9 +1,11 @@
 """Result tables in the paper's layout, built from the metrics JSONs that ``masqclip eval`` writes.
 
-A metrics file sits at ``<results>/metrics/<setting>/<variant>/<test>.json`` (see
-``masqclip.results.plan``); its ``results`` hold ``{"segm"|"panoptic_seg"|"sem_seg"|"proposals": {...}}``
-percentages. Each builder returns a :class:`Table`; :func:`write_tables` writes Markdown, LaTeX and CSV.
-With ``paper=True`` the paper's numbers (DESIGN section 3) and our difference to them are added.
+Which tables exist and which metrics file is which (setting, variant, test, seed) comes from the
+pipeline's manifest (``masqclip.manifest``) only. A metrics file's ``results`` hold
+``{"segm"|"panoptic_seg"|"sem_seg"|"proposals": {...}}`` percentages. Each builder returns a
+:class:`Table` for one seed's metrics; :func:`combine_seeds` turns one table per seed into mean +-
+standard deviation (per-seed values kept for the CSV); :func:`write_tables` writes Markdown, LaTeX
+and CSV. With ``paper=True`` the paper's numbers (docs/method.md) and our difference to them are added.
 """
 from __future__ import annotations
 
@@ -13,13 +15,14 @@ import io
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import UserError, UserFileNotFoundError
-from .plan import CONTROL_PROPOSALS, FROZEN_CLIP, MAIN_VARIANT, NO_OBJECT_SCORE
+from ..manifest import (CONTROL_PROPOSALS, FROZEN_CLIP, MAIN_VARIANT, NO_OBJECT_SCORE, PROPOSALS_TEST, EvaluationEntry,
+                        Manifest, TableSpec, proposals_variant, round_variant)
 
-# The paper's numbers (MasQCLIP, Mask2Former R50; ICCV 2023), DESIGN.md section 3.
+# The paper's numbers (MasQCLIP, Mask2Former R50; ICCV 2023), see docs/method.md.
 PAPER_BASE_NOVEL = {"constrained base": 51.2, "constrained novel": 34.3, "generalized base": 51.0,
                     "generalized novel": 31.9, "generalized all": 46.0}
 PAPER_CROSS_DATASET = {"A-150 mIoU": 30.4, "A-847 mIoU": 10.7, "PC-59 mIoU": 57.8, "PC-459 mIoU": 18.2,
@@ -46,6 +49,10 @@ class Table:
     columns: list[str]
     rows: list[tuple[str, list[float | None]]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # With several seeds: rows hold means, ``std`` the sample standard deviation per row label and
+    # ``per_seed`` {seed: {label: values}} (written to the CSV).
+    std: dict[str, list[float | None]] = field(default_factory=dict)
+    per_seed: dict[int, dict[str, list[float | None]]] = field(default_factory=dict)
 
     def add(self, label: str, values: list[float | None]) -> None:
         if len(values) != len(self.columns):
@@ -67,10 +74,16 @@ class Table:
     def _fmt(v: float | None) -> str:
         return MISSING if v is None else f"{v:.1f}"
 
+    def _cells(self, label: str, vals: list, pm: str) -> list[str]:
+        spread = self.std.get(label)
+        if not spread:
+            return [self._fmt(v) for v in vals]
+        return [self._fmt(v) if v is None or s is None else f"{v:.1f}{pm}{s:.1f}" for v, s in zip(vals, spread)]
+
     def to_markdown(self) -> str:
         head = [""] + self.columns
         lines = [f"### {self.title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        lines += ["| " + " | ".join([label] + [self._fmt(v) for v in vals]) + " |" for label, vals in self.rows]
+        lines += ["| " + " | ".join([label] + self._cells(label, vals, " ± ")) + " |" for label, vals in self.rows]
         lines += [""] + [f"_{n}_" for n in self.notes]
         return "\n".join(lines).rstrip() + "\n"
 
@@ -78,16 +91,25 @@ class Table:
         esc = _latex_escape
         lines = [f"% {esc(self.title)}", "\\begin{tabular}{l" + "r" * len(self.columns) + "}", "\\toprule",
                  " & ".join([""] + [esc(c) for c in self.columns]) + " \\\\", "\\midrule"]
-        lines += [" & ".join([esc(label)] + [self._fmt(v) for v in vals]) + " \\\\" for label, vals in self.rows]
+        lines += [" & ".join([esc(label)] + self._cells(label, vals, " $\\pm$ ")) + " \\\\"
+                  for label, vals in self.rows]
         lines += ["\\bottomrule", "\\end{tabular}"] + [f"% {esc(n)}" for n in self.notes]
         return "\n".join(lines) + "\n"
 
     def to_csv(self) -> str:
+        """One row per label (the mean over seeds); with several seeds each is followed by its
+        ``<label> (std)`` and ``<label> (seed N)`` rows."""
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow([""] + self.columns)
+        cell = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
         for label, vals in self.rows:
-            writer.writerow([label] + ["" if v is None else f"{v:.4f}" for v in vals])
+            writer.writerow([label] + [cell(v) for v in vals])
+            if label in self.std:
+                writer.writerow([f"{label} (std)"] + [cell(v) for v in self.std[label]])
+            for seed, rows in self.per_seed.items():
+                if label in rows:
+                    writer.writerow([f"{label} (seed {seed})"] + [cell(v) for v in rows[label]])
         return buf.getvalue()
 
     def to_html(self) -> str:
@@ -98,7 +120,7 @@ class Table:
                  f"<table><caption>{esc(self.title)}</caption>",
                  "<thead><tr>" + "".join(f"<th>{esc(c)}</th>" for c in [""] + self.columns) + "</tr></thead>",
                  "<tbody>"]
-        lines += ["<tr><th>" + esc(label) + "</th>" + "".join(f"<td>{esc(self._fmt(v))}</td>" for v in vals) + "</tr>"
+        lines += ["<tr><th>" + esc(label) + "</th>" + "".join(f"<td>{esc(c)}</td>" for c in self._cells(label, vals, " ± ")) + "</tr>"
                   for label, vals in self.rows]
         lines += ["</tbody></table>"] + [f'<p class="note">{esc(n)}</p>' for n in self.notes] + ["</div>"]
         return "\n".join(lines) + "\n"
@@ -118,10 +140,11 @@ def _latex_escape(text: str) -> str:
 
 
 # ---------------------------------------------------------------------- metrics lookup
-def load_metrics(paths) -> dict[tuple[str, str, str], dict]:
-    """``{(setting, variant, test): results}`` from files laid out as ``.../<setting>/<variant>/<test>.json``."""
-    out = {}
-    for path in map(Path, paths):
+def load_metrics(entries: list[EvaluationEntry]) -> dict[int, dict[tuple[str, str, str], dict]]:
+    """``{seed: {(setting, variant, test): results}}`` from the metrics files the manifest lists."""
+    out: dict[int, dict] = {}
+    for entry in entries:
+        path = entry.metrics
         try:
             with open(path, encoding="utf-8") as fh:
                 data = json.load(fh)
@@ -131,7 +154,7 @@ def load_metrics(paths) -> dict[tuple[str, str, str], dict]:
             raise UserError(f"{path}, line {err.lineno}: not valid JSON ({err.msg})") from None
         if not isinstance(data, dict):
             raise UserError(f"{path}: a metrics file holds a JSON object, not a {type(data).__name__}")
-        out[(path.parent.parent.name, path.parent.name, path.stem)] = data.get("results", {})
+        out.setdefault(entry.seed, {})[(entry.setting, entry.variant, entry.test)] = data.get("results", {})
     return out
 
 
@@ -210,12 +233,12 @@ def rounds_table(metrics: dict, *, setting: str, rounds: int, test: str, paper: 
     table = Table(f"ablation_rounds_{setting}", f"Progressive distillation rounds ({setting})", columns)
     recall_key, threshold = None, None
     for rnd in range(rounds + 1):
-        proposals = metrics.get((setting, f"proposals-r{rnd}", "proposals"))
+        proposals = metrics.get((setting, proposals_variant(rnd), PROPOSALS_TEST))
         key, recall = best_recall(proposals)
         recall_key = recall_key or (key if recall is not None else None)
         if threshold is None:
             threshold = metric(proposals, "proposals", "conf_score_threshold")
-        variant = MAIN_VARIANT if rnd == rounds else f"round{rnd}"
+        variant = MAIN_VARIANT if rnd == rounds else round_variant(rnd)
         row = [recall, metric(proposals, "proposals", "AR@conf_novel"), novel_ap50(metrics.get((setting, variant, test)), test)]
         if paper:
             row.append(PAPER_ROUNDS_NOVEL_AP50[rnd] if rnd < len(PAPER_ROUNDS_NOVEL_AP50) else None)
@@ -223,7 +246,7 @@ def rounds_table(metrics: dict, *, setting: str, rounds: int, test: str, paper: 
     table.notes.append(f"recall = {recall_key or 'AR'} (proposals); confident = AR@conf_novel (only proposals "
                        f"scored >= {threshold if threshold is not None else 'TEST.PROPOSAL_RECALL.SCORE_THRESHOLD'}); "
                        f"novel AP50 on the '{test}' test")
-    control = metrics.get((setting, CONTROL_PROPOSALS, "proposals"))
+    control = metrics.get((setting, CONTROL_PROPOSALS, PROPOSALS_TEST))
     if control is not None:
         row = [best_recall(control)[1], metric(control, "proposals", "AR@conf_novel"), None]
         table.add("round 1 without pseudo-labels (control)", row + ([None] if paper else []))
@@ -259,31 +282,62 @@ def frozen_clip_table(metrics: dict, *, setting: str, tests: list[str]) -> Table
     return table
 
 
-def planned_tables(settings: list[str], ablations: dict) -> list[str]:
-    """Names of the tables a pipeline config produces (one file stem each)."""
-    names = [n for s, n in (("base-novel", "base_novel"), ("cross-dataset", "cross_dataset")) if s in settings]
-    for kind in ("rounds", "object_score", "frozen_clip"):
-        names += [f"ablation_{kind}_{s}" for s in ablations.get(kind, {}).get("settings", []) if s in settings]
-    return names
+def build_table(spec: TableSpec, metrics: dict) -> Table:
+    """The table ``spec`` (from the manifest) from one seed's ``{(setting, variant, test): results}``."""
+    if spec.kind == "base_novel":
+        return base_novel_table(metrics, setting=spec.setting, paper=spec.paper)
+    if spec.kind == "cross_dataset":
+        return cross_dataset_table(metrics, setting=spec.setting, paper=spec.paper,
+                                   miou_convention=spec.miou_convention)
+    if spec.kind == "rounds":
+        return rounds_table(metrics, setting=spec.setting, rounds=spec.rounds, test=spec.test, paper=spec.paper)
+    if spec.kind == "object_score":
+        return object_score_table(metrics, setting=spec.setting, tests=list(spec.tests), paper=spec.paper)
+    if spec.kind == "frozen_clip":
+        return frozen_clip_table(metrics, setting=spec.setting, tests=list(spec.tests))
+    raise UserError(f"unknown table kind {spec.kind!r} in the manifest")
 
 
-def build_tables(metrics: dict, *, settings: list[str], ablations: dict, rounds: int, paper: bool,
-                 miou_convention: str = "gt") -> list[Table]:
-    """Every table of :func:`planned_tables`, in that order (mIoU by ``miou_convention``)."""
-    tables = []
-    if "base-novel" in settings:
-        tables.append(base_novel_table(metrics, paper=paper))
-    if "cross-dataset" in settings:
-        tables.append(cross_dataset_table(metrics, paper=paper, miou_convention=miou_convention))
-    for s in ablations.get("rounds", {}).get("settings", []):
-        tables.append(rounds_table(metrics, setting=s, rounds=rounds, test=ablations["rounds"]["test"],
-                                   paper=paper and s == "base-novel"))
-    for s in ablations.get("object_score", {}).get("settings", []):
-        tables.append(object_score_table(metrics, setting=s, tests=ablations["object_score"]["tests"],
-                                         paper=paper and s == "base-novel"))
-    for s in ablations.get("frozen_clip", {}).get("settings", []):
-        tables.append(frozen_clip_table(metrics, setting=s, tests=ablations["frozen_clip"]["tests"]))
-    return [t for t in tables if t.name in planned_tables(settings, ablations)]
+def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    present = [v for v in values if v is not None]
+    if not present:
+        return None, None
+    mean = sum(present) / len(present)
+    if len(present) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in present) / (len(present) - 1))
+
+
+def combine_seeds(tables: dict[int, Table]) -> Table:
+    """One table per seed (same layout) -> means, sample standard deviations and the per-seed values.
+    A single seed's table is returned as it is."""
+    if len(tables) == 1:
+        return next(iter(tables.values()))
+    first = next(iter(tables.values()))
+    out = Table(first.name, first.title, list(first.columns), notes=list(first.notes))
+    for i, (label, _) in enumerate(first.rows):
+        per_seed = [t.rows[i][1] for t in tables.values()]
+        stats = [_mean_std([vals[c] for vals in per_seed]) for c in range(len(first.columns))]
+        out.add(label, [m for m, _ in stats])
+        if label != PAPER:  # the paper's numbers do not vary with our seed
+            out.std[label] = [s for _, s in stats]
+            for seed, t in tables.items():
+                out.per_seed.setdefault(seed, {})[label] = t.rows[i][1]
+    seeds = ", ".join(map(str, tables))
+    out.notes.append(f"mean ± sample standard deviation over seeds {seeds} (per-seed values in the CSV)")
+    return out
+
+
+def build_tables(manifest: Manifest, metrics: dict[int, dict] | None = None, *,
+                 miou_convention: str | None = None) -> list[Table]:
+    """Every table the manifest lists, in its order; ``metrics`` (default: read from the manifest's
+    files) maps seed -> ``{(setting, variant, test): results}``; ``miou_convention`` overrides the
+    manifest's (a key of ``MIOU_CONVENTIONS``)."""
+    if metrics is None:
+        metrics = load_metrics(manifest.evaluations)
+    specs = [replace(s, miou_convention=miou_convention) if miou_convention else s for s in manifest.tables]
+    return [combine_seeds({seed: build_table(spec, metrics.get(seed, {})) for seed in manifest.seeds})
+            for spec in specs]
 
 
 def write_tables(tables: list[Table], output_dir: str | Path) -> list[Path]:

@@ -1,6 +1,6 @@
 """Config validation, the job plan and input functions. All of the workflow's Python lives here;
 the plan itself (which models, evaluations and tables a config asks for) is computed by
-``masqclip.results.plan`` so it can be unit-tested without Snakemake."""
+``masqclip.pipeline`` so it can be unit-tested without Snakemake."""
 import json
 import os
 import shlex
@@ -9,7 +9,7 @@ import uuid
 from snakemake.utils import validate
 
 from masqclip.cluster import job_resources, launcher
-from masqclip.results.plan import Plan, flags, format_opts
+from masqclip.pipeline.plan import STAGE_FOLDERS, Plan, flags, format_opts
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -69,6 +69,7 @@ R = PLAN.results  # output root, "results" by default
 wildcard_constraints:
     setting="|".join(PLAN.settings),
     sig="[0-9a-f]{10}",
+    seed=r"\d+",
     round=r"\d+",
     variant="[a-z0-9-]+",
     test="[a-z0-9_]+",
@@ -88,8 +89,8 @@ def train_outputs(folder):
 
 
 def evaluation(wc):
-    """The planned evaluation (``masqclip.results.plan.Evaluation``) the wildcards name."""
-    return PLAN.evaluation(wc.setting, wc.variant, wc.test)
+    """The planned evaluation (``masqclip.pipeline.Evaluation``) the wildcards name."""
+    return PLAN.evaluation(wc.setting, wc.variant, wc.test, int(wc.seed))
 
 
 def output_dir(wildcards, output):
@@ -110,15 +111,17 @@ def launch_command(stage):
 
 
 def stage_of(wildcards, kind):
-    """The planned model (a ``masqclip.results.plan.Stage``) the wildcards name; refuses a stale
+    """The planned model (a ``masqclip.pipeline.Stage``) the wildcards name; refuses a stale
     signature so an old path can never be rebuilt from the current config."""
-    return PLAN.stage(kind, wildcards.setting, int(getattr(wildcards, "round", 0)), wildcards.sig)
+    setting = getattr(wildcards, "setting", "")
+    return PLAN.stage(kind, setting, int(getattr(wildcards, "round", 0)), wildcards.sig, int(wildcards.seed))
 
 
 def train_tags(wildcards, stage):
-    """MLflow tags of a training job: setting, stage and round."""
+    """MLflow tags of a training job: setting, stage (the plan's name), round and seed."""
     rnd = getattr(wildcards, "round", 0)
-    return shlex.join(["--tag", f"setting={wildcards.setting}", "--tag", f"stage={stage}", "--tag", f"round={rnd}"])
+    return shlex.join(["--tag", f"setting={wildcards.setting}", "--tag", f"stage={stage}", "--tag", f"round={rnd}",
+                       "--tag", f"seed={wildcards.seed}"])
 
 
 def final_targets(wildcards=None):

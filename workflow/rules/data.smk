@@ -14,6 +14,7 @@ rule prepare:
         args=lambda wc: PLAN.prepare_args(wc.dataset),
         expect=lambda wc: PLAN.config["datasets"][wc.dataset].get("check", "full"),
         workers=lambda wc, resources: int(getattr(resources, "cpus_per_task", 1) or 1),
+        identity=lambda wc: json.dumps(PLAN.data_identity(wc.dataset), sort_keys=True),  # re-prepare on change
     log:
         f"{R}/logs/prepare/{{dataset}}.log",
     benchmark:

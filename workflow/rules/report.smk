@@ -3,13 +3,35 @@
 
 
 localrules:
+    manifest,
     tables,
     plots,
     front_page,
 
 
+# The contract between the plan and the tables/plots: every evaluation (setting, stage, round, seed,
+# variant, test, metrics file), every table and plot. Written from the config by the package; the
+# tables and plots read nothing else. Re-written when the plan changes (its digest is a param).
+rule manifest:
+    output:
+        PLAN.manifest_file,
+    params:
+        config=json.dumps(config, sort_keys=True),
+        digest=PLAN.manifest().digest(),
+    log:
+        f"{R}/logs/manifest.log",
+    resources:
+        **res("report"),
+    conda:
+        CONDA_ENV
+
+    shell:
+        "masqclip plan --config-json {params.config:q} --output {output:q} > {log:q} 2>&1"
+
+
 rule tables:
     input:
+        manifest=PLAN.manifest_file,
         metrics=[e.path for e in PLAN.evaluations],
     output:
         report(
@@ -19,11 +41,6 @@ rule tables:
         ),
         [f for f in PLAN.table_files() if not f.endswith(".html")],
     params:
-        settings=shlex.join(PLAN.settings),
-        rounds=PLAN.rounds,
-        ablations=shlex.quote(json.dumps(config.get("ablations", {}))),
-        paper="--paper" if config["paper_numbers"] else "",
-        miou=shlex.quote(config.get("miou_convention", "gt")),
         outdir=output_dir,
     log:
         f"{R}/logs/tables.log",
@@ -35,14 +52,15 @@ rule tables:
         CONDA_ENV
 
     shell:
-        "masqclip results tables --output-dir {params.outdir:q} --settings {params.settings} --rounds {params.rounds:q} --ablations {params.ablations} {params.paper} --miou-convention {params.miou} {input.metrics:q} > {log:q} 2>&1"
+        "masqclip results tables --manifest {input.manifest:q} --output-dir {params.outdir:q} > {log:q} 2>&1"
 
 
 rule plots:
     input:
+        manifest=PLAN.manifest_file,
         metrics=[e.path for e in PLAN.evaluations],
-        curves=[f"{s.folder}/metrics.jsonl" for s in PLAN.stages.values()],
-        clip=[s.weights for s in PLAN.stages_of("clip")],
+        curves=PLAN.curve_files(),
+        clip=list(PLAN.clip_metrics_files().values()),
     output:
         report(
             PLAN.plot_files(),
@@ -50,15 +68,6 @@ rule plots:
             category="Plots",
         ),
     params:
-        settings=shlex.join(PLAN.settings),
-        rounds=PLAN.rounds,
-        ablations=shlex.quote(json.dumps(config.get("ablations", {}))),
-        train=" ".join(
-            "--train "
-            + shlex.quote(f"{s.setting}/{os.path.basename(s.folder).rsplit('-', 1)[0]}={s.folder}/metrics.jsonl")
-            for s in PLAN.stages.values()  # teachers, students, controls and tunings, in lineage order
-        ),
-        clip=" ".join(f"--clip-weights {shlex.quote(s.weights)}" for s in PLAN.stages_of("clip")),
         outdir=output_dir,
     log:
         f"{R}/logs/plots.log",
@@ -70,7 +79,7 @@ rule plots:
         CONDA_ENV
 
     shell:
-        "masqclip results plots --output-dir {params.outdir:q} --settings {params.settings} --rounds {params.rounds:q} --ablations {params.ablations} {params.train} {params.clip} {input.metrics:q} > {log:q} 2>&1"
+        "masqclip results plots --manifest {input.manifest:q} --output-dir {params.outdir:q} > {log:q} 2>&1"
 
 
 # The report's front page: the headline tables (main results, distillation rounds) and the rounds
@@ -99,7 +108,7 @@ rule front_page:
 rule qualitative:
     input:
         config=lambda wc: PLAN.final_stage(wc.setting).config,
-        weights=lambda wc: PLAN.final_stage(wc.setting).weights,
+        weights=lambda wc: PLAN.final_stage(wc.setting).weights,  # the first seed's model
         data=lambda wc: [PLAN.prepared(d) for d in config["settings"][wc.setting]["datasets"]],
     output:
         report(
