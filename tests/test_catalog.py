@@ -18,7 +18,7 @@ FRESH_BUILD = textwrap.dedent("""\
 
     assert "masqclip.data.datasets" not in sys.modules
     out = {}
-    for name in ("teacher", "student", "masqclip"):
+    for name in ("teacher", "student", "tuning"):
         cfg = setup_cfg(f"config/models/synthetic/{name}.yaml",
                         ["MODEL.DEVICE", "cpu", "MODEL.MASQ_CLIP.PRETRAINED", ""])
         model = build_model(cfg)
