@@ -526,7 +526,9 @@ def run_name(tags: Mapping[str, str]) -> str:
     get = lambda k: str(tags.get(k, "") or "")  # noqa: E731
     rnd = f" r{get('round')}" if get("round") else ""
     if get("job") == "eval":
-        what = (get("variant") or get("stage")) + rnd
+        what = get("variant") or get("stage")
+        if rnd and not what.endswith("-" + rnd.strip()):  # a variant like proposals-r1 names its round itself
+            what += rnd
         parts = [p for p in (get("setting"), what.strip(), get("test") or get("dataset"),
                              f"seed {get('seed')}" if get("seed") else "") if p]
         return "eval " + " / ".join(parts)

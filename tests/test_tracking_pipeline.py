@@ -21,6 +21,8 @@ def test_run_names_say_what_a_job_is():
     assert run_name(TRAIN) == "base-novel / student r1 / seed 0"
     assert run_name(EVAL) == "eval base-novel / masqclip r2 / generalized / seed 0"
     assert run_name({"job": "train", "stage": "teacher"}) == "teacher"
+    assert run_name({**EVAL, "variant": "proposals-r1", "round": "1", "test": "proposals"}) == \
+        "eval base-novel / proposals-r1 / proposals / seed 0"
 
 
 def test_params_are_the_keys_that_differ_from_defaults():

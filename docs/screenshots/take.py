@@ -62,6 +62,21 @@ def experiment_id(store: Path, name: str) -> str:
     return exp.experiment_id
 
 
+def rounds_run_ids(store: Path, experiment: str, setting: str) -> list[str]:
+    """The newest invocation's proposal-recall evaluations of ``setting`` (seed 0): teacher, rounds, control."""
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{store.resolve()}")
+    runs = mlflow.search_runs(experiment_names=[experiment], order_by=["start_time DESC"],
+                              filter_string=f"tags.job = 'eval' and tags.setting = '{setting}'")
+    if runs.empty:
+        return []
+    runs = runs[runs["tags.invocation"] == runs["tags.invocation"].iloc[0]]
+    runs = runs[runs["tags.variant"].str.startswith("proposals-") & (runs.get("tags.seed", "0") == "0")]
+    order = runs["tags.variant"].map(lambda v: (v.endswith("control"), v))  # rounds in order, the control last
+    return list(runs.assign(order=order).sort_values("order")["run_id"])
+
+
 def tidy(page) -> None:
     """The model-training side bar, no assistant panel (best effort)."""
     for action in (lambda: page.get_by_text("Model training", exact=True).first.click(timeout=3000),
@@ -120,12 +135,14 @@ def main() -> int:
         search(page, f"tags.job = 'eval' and tags.setting = '{args.setting}'")
         page.wait_for_timeout(2000)
         page.screenshot(path=str(args.out / "mlflow-evaluations.png"))
-        try:
-            page.get_by_text("Chart", exact=True).first.click(timeout=5000)
-            page.wait_for_timeout(4000)
-            page.screenshot(path=str(args.out / "mlflow-compare-rounds.png"))
-        except Exception as err:  # noqa: BLE001
-            print(f"chart view failed ({type(err).__name__})")
+        rounds = rounds_run_ids(args.store, args.experiment, args.setting)
+        if rounds:  # MLflow's compare page: the class-agnostic recall of teacher, round 1, round 2... side by side
+            runs = ",".join(f'"{r}"' for r in rounds)
+            page.goto(f'{url}/#/compare-runs?runs=[{runs}]&experiments=["{exp}"]')
+            page.wait_for_timeout(5000)
+            page.screenshot(path=str(args.out / "mlflow-compare-rounds.png"), full_page=True)
+        else:
+            print(f"no proposal-recall evaluations of {args.setting!r}: no rounds comparison")
         if args.report.is_file():
             page.goto(args.report.resolve().as_uri())
             page.wait_for_timeout(3000)
