@@ -6,7 +6,8 @@ import torch
 
 from engine_toys import ToyModel, toy_batches, toy_cfg
 from masqclip.engine.defaults import default_setup, run_training
-from masqclip.engine.launch import detect_env, first_slurm_host, init_distributed, launch
+from masqclip.cluster import first_slurm_host
+from masqclip.engine.launch import detect_env, init_distributed, launch
 from masqclip.engine.trainer import HookBase
 
 

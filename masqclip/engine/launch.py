@@ -15,7 +15,7 @@ import torch.distributed as dist
 
 from ..utils.logger import get_logger
 
-from ..cluster import SLURM_PORT_BASE, SLURM_PORT_RANGE, first_slurm_host  # noqa: F401  (re-exported)
+from ..cluster import SLURM_PORT_BASE, SLURM_PORT_RANGE, first_slurm_host
 
 LOCALHOST = "127.0.0.1"
 
