@@ -44,9 +44,9 @@ def ms_deform_attn_core(value: torch.Tensor, spatial_shapes: list[tuple[int, int
         # all heads (batch), points (rows) and queries (columns) of this level in one call: [B*M, D, P, Lq]
         sampled = F.grid_sample(value_l, grids[:, lvl], mode="bilinear", padding_mode="zeros", align_corners=False)
         if track_grad:
-            # autograd: one product and one reduction (slices would each back-propagate a zero-filled
-            # copy of the whole sampled tensor)
-            weighted = (sampled * weights[:, :, lvl]).sum(2)
+            # training: the per-point accumulation below with a hand-written backward (autograd of
+            # it would back-propagate a zero-filled copy of ``sampled`` per point)
+            weighted = _WeightedPointSum.apply(sampled, weights[:, 0, lvl])
             out = weighted if out is None else out + weighted
             continue
         for p in range(n_points):
@@ -55,6 +55,36 @@ def ms_deform_attn_core(value: torch.Tensor, spatial_shapes: list[tuple[int, int
             else:
                 out = out.addcmul_(sampled[:, :, p], weights[:, :, lvl, p])
     return out.reshape(b, m * d, lq).transpose(1, 2)
+
+
+class _WeightedPointSum(torch.autograd.Function):
+    """``out = sum_p sampled[:, :, p] * weights[:, None, p]`` without the [N, D, P, Lq] product.
+
+    Forward accumulates point by point into one [N, D, Lq] tensor; backward writes the gradient of
+    ``sampled`` once (what grid_sample's backward reads) and that of ``weights`` as a reduction
+    over D per point. The same sums as ``(sampled * weights[:, None]).sum(2)`` up to float
+    re-association.
+    """
+
+    @staticmethod
+    def forward(ctx, sampled: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Args: sampled [N, D, P, Lq]; weights [N, P, Lq]. Returns: [N, D, Lq]."""
+        ctx.save_for_backward(sampled, weights)
+        out = sampled[:, :, 0] * weights[:, None, 0]
+        for p in range(1, sampled.shape[2]):
+            out.addcmul_(sampled[:, :, p], weights[:, None, p])
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        sampled, weights = ctx.saved_tensors
+        grad_sampled = grad_weights = None
+        if ctx.needs_input_grad[0]:
+            grad_sampled = grad_out[:, :, None] * weights[:, None]
+        if ctx.needs_input_grad[1]:
+            grad_weights = torch.stack([torch.linalg.vecdot(sampled[:, :, p], grad_out, dim=1)
+                                        for p in range(sampled.shape[2])], 1)
+        return grad_sampled, grad_weights
 
 
 class MSDeformAttn(nn.Module):
