@@ -134,10 +134,10 @@ class ResNet(Backbone):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Args: x [B, 3, H, W] normalised. Returns: {resK: [B, C_k, H/s_k, W/s_k]} for out_features."""
         outputs = {}
-        if not torch.is_grad_enabled():
-            # inference: channels-last convolutions (oneDNN's native layout; no reorder per conv).
-            # The outputs keep that layout; every consumer is layout-agnostic.
-            x = x.contiguous(memory_format=torch.channels_last)
+        # channels-last convolutions (oneDNN's native layout; no reorder per conv), at inference and
+        # in training (-3% CPU time of the R50 teacher step at 256 px and of the miniature's step).
+        # The outputs keep that layout; every consumer is layout-agnostic.
+        x = x.contiguous(memory_format=torch.channels_last)
         x = self.stem(x)
         for name in self.stage_names:
             x = getattr(self, name)(x)
