@@ -11,7 +11,7 @@ from PIL import Image
 
 from masqclip.cli import main as cli_main
 from masqclip.modeling.clip import create_clip
-from masqclip.modeling.clip.pretrain import PretrainConfig, contrastive_loss, load_crops, lr_at
+from masqclip.modeling.clip.pretrain import PretrainConfig, contrastive_loss, load_crops, lr_at, pretrain_clip
 
 # (name, RGB, texture period in px or 0 = plain): easy appearance-only categories
 CATEGORIES = (("red plain disc", (220, 30, 30), 0), ("green striped box", (30, 200, 40), 4),
@@ -96,3 +96,24 @@ def test_cli_trains_learns_and_writes_loadable_checkpoint(tmp_path, monkeypatch)
         mlflow.set_tracking_uri(None)
     assert len(runs) == 1 and runs["tags.seed"][0] == "0" and runs["tags.mlflow.runName"][0] == "clip / seed 0"
     assert runs["metrics.zero_shot_top1"][0] == metrics["zero_shot_top1"]
+
+
+def test_compact_path_learns_the_same_weights_as_the_full_vocabulary_path(tmp_path):
+    """Training only the token-embedding rows the captions use changes nothing but the cost: same
+    crops, order, flips and seeds give the same weights (the full table written back) and accuracy."""
+    _write_crops(tmp_path, {"train": 12, "val": 3})
+    cfg = PretrainConfig(epochs=2, batch_size=16, warmup_steps=2, lr=3e-3, seed=3)
+    runs = {compact: pretrain_clip(tmp_path, cfg, compact=compact, log=lambda *_: None) for compact in (False, True)}
+    (plain, plain_metrics), (fast, fast_metrics) = runs[False], runs[True]
+    assert plain_metrics["steps"] == fast_metrics["steps"] == 2 * (48 // 16)
+    assert isinstance(fast.token_embedding, torch.nn.Embedding) and fast.token_embedding.num_embeddings == 49408
+    plain_state, fast_state = plain.state_dict(), fast.state_dict()
+    assert plain_state.keys() == fast_state.keys()
+    for key, value in plain_state.items():
+        torch.testing.assert_close(fast_state[key], value, rtol=1e-5, atol=1e-6, msg=key)
+    torch.manual_seed(cfg.seed)  # the initial weights both runs started from
+    initial = create_clip(model_name="masqclip-tiny", pretrained="").state_dict()["token_embedding.weight"]
+    moved = (plain_state["token_embedding.weight"] != initial).any(dim=1)
+    assert 0 < int(moved.sum()) < 100  # the used rows trained, the rest of the vocabulary untouched
+    assert fast_metrics["zero_shot_top1"] == plain_metrics["zero_shot_top1"]
+    assert math.isclose(fast_metrics["final_loss"], plain_metrics["final_loss"], rel_tol=1e-5)

@@ -137,9 +137,41 @@ def zero_shot_accuracy(model, tokenizer, crops: CropSet, *, batch_size: int) -> 
     return {"top1": 100.0 * correct.mean().item(), "per_category": per_cat}
 
 
+def _train_used_tokens_only(model: torch.nn.Module, tokens: torch.Tensor):
+    """Swap the token embedding for one holding only the rows ``tokens`` use, until written back.
+
+    The vocabulary (49408 x width) is ~88% of the tiny CLIP's parameters, but the captions use a
+    few dozen tokens. The other rows get zero gradients; with AdamW and no weight decay on
+    embeddings they never move, yet the full table costs a dense gradient, a gradient-norm term and
+    an optimizer update every step. Training only the used rows gives the same weights (AdamW is
+    element-wise) for a fraction of the cost. Token ids are renumbered in increasing order, so the
+    end-of-text token stays each caption's largest id (the text tower pools at the argmax).
+
+    Returns:
+        (tokens renumbered into the compact table, a function writing the trained rows back into
+        the full embedding and restoring it on the model).
+    """
+    full = model.token_embedding
+    used = tokens.unique()  # sorted
+    # from_pretrained draws no random numbers (a fresh nn.Embedding would advance the global RNG)
+    compact = torch.nn.Embedding.from_pretrained(full.weight.detach()[used.to(full.weight.device)], freeze=False)
+    model.token_embedding = compact
+
+    def write_back() -> None:
+        with torch.no_grad():
+            full.weight[used.to(full.weight.device)] = compact.weight
+        model.token_embedding = full
+
+    return torch.searchsorted(used, tokens), write_back
+
+
 def pretrain_clip(crops_root: str | Path, cfg: PretrainConfig, *, device: torch.device | str = "cpu",
-                  log=print) -> tuple[torch.nn.Module, dict]:
+                  log=print, compact: bool = True) -> tuple[torch.nn.Module, dict]:
     """Train ``cfg.model_name`` from random weights on the crops; evaluate zero-shot on val.
+
+    Args:
+        compact: train only the token-embedding rows the captions use (the same weights, a
+            quarter less time per step); False trains the full vocabulary table.
 
     Returns:
         (model on the CPU, metrics dict).
@@ -151,6 +183,9 @@ def pretrain_clip(crops_root: str | Path, cfg: PretrainConfig, *, device: torch.
     model = create_clip(model_name=cfg.model_name, pretrained="", device=device).train()
     tokenizer = get_tokenizer(cfg.model_name)
     tokens = tokenizer(train.captions)
+    write_back = None
+    if compact and isinstance(getattr(model, "token_embedding", None), torch.nn.Embedding):
+        tokens, write_back = _train_used_tokens_only(model, tokens)
     mean, std = (torch.tensor(v, device=device) for v in clip_mean_std(model))
     size = tuple(model.visual.image_size)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
@@ -187,6 +222,8 @@ def pretrain_clip(crops_root: str | Path, cfg: PretrainConfig, *, device: torch.
             if step % steps_per_epoch == 0:
                 log(f"step {step}/{total} loss {np.mean(losses[-steps_per_epoch:]):.4f} "
                     f"lr {optimizer.param_groups[0]['lr']:.2e} {time.monotonic() - start:.0f}s")
+    if write_back is not None:
+        write_back()
     model = model.cpu().eval()
     accuracy = zero_shot_accuracy(model, tokenizer, val, batch_size=cfg.eval_batch_size)
     metrics = {"model_name": canonical_model_name(cfg.model_name), "zero_shot_top1": accuracy["top1"],
