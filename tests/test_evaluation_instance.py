@@ -239,3 +239,32 @@ def test_encode_masks_roundtrip():
     back = mask_util.decode([{**r, "counts": r["counts"].encode()} for r in rles]).transpose(2, 0, 1)
     assert (back.astype(bool) == m).all()
     assert encode_masks(np.zeros((0, 5, 7), dtype=bool)) == []
+
+
+def test_mask_ap_and_recall_share_one_encoding_with_unchanged_results(dataset, monkeypatch):
+    """Run together (as an instance test set's evaluators are), mask AP and proposal recall encode
+    each output's masks once and report exactly what each reports alone; float masks binarise at 0.5."""
+    import masqclip.evaluation.masks as masks_module
+    from masqclip.evaluation import DatasetEvaluators
+
+    def fresh():
+        preds = _perturbed_predictions()
+        for out in preds.values():  # soft masks, as the models return them
+            out["instances"].pred_masks = out["instances"].pred_masks.float() * 0.9 + 0.05
+        return preds
+
+    def recall():
+        return ProposalRecallEvaluator(dataset_name=dataset, topk=(1, 3, 100), iou_threshold=0.5,
+                                       score_threshold=0.5, mean_iou_thresholds=[0.5, 0.75])
+
+    alone = {**_run(InstanceSegEvaluator(dataset_name=dataset), fresh()), **_run(recall(), fresh())}
+    calls = []
+    real = masks_module.encode_masks
+    monkeypatch.setattr(masks_module, "encode_masks", lambda m: calls.append(len(m)) or real(m))
+    together = _run(DatasetEvaluators([recall(), InstanceSegEvaluator(dataset_name=dataset)]), fresh())
+    assert together == alone and len(calls) == len(WORLD)
+    assert alone["segm"]["AP"] < 100.0 and alone["proposals"]["AR@1"] < alone["proposals"]["AR@100"]
+    out = fresh()[101]
+    first = masks_module.prediction_rles(out)
+    out["instances"].pred_masks = 1.0 - out["instances"].pred_masks  # replaced masks: encoded afresh
+    assert masks_module.prediction_rles(out) == real(out["instances"].pred_masks > 0.5) != first

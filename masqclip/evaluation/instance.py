@@ -19,7 +19,7 @@ from pycocotools.cocoeval import COCOeval
 from ..data.catalog import DatasetCatalog, MetadataCatalog
 from ..data.datasets.common import resolve_path
 from .evaluator import DatasetEvaluator, gather_on_main, write_results
-from .masks import annotation_to_rle, contiguous_to_dataset_ids, encode_masks
+from .masks import annotation_to_rle, contiguous_to_dataset_ids, prediction_rles
 
 logger = logging.getLogger(__name__)
 COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -110,7 +110,7 @@ class InstanceSegEvaluator(DatasetEvaluator):
         for inp, out in zip(inputs, outputs):
             self._image_ids.append(inp["image_id"])
             inst = out["instances"].to("cpu")
-            rles = encode_masks(inst.pred_masks > 0.5 if inst.pred_masks.is_floating_point() else inst.pred_masks)
+            rles = prediction_rles(out)
             for rle, cls, score in zip(rles, inst.pred_classes.tolist(), inst.scores.tolist()):
                 self._predictions.append({"image_id": inp["image_id"], "category_id": to_dataset.get(cls, cls),
                                           "segmentation": rle, "score": float(score)})

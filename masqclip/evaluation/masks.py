@@ -19,6 +19,25 @@ def encode_masks(masks: torch.Tensor | np.ndarray) -> list[dict]:
     return rles
 
 
+_RLES_KEY = "_pred_mask_rles"  # where an output dict keeps its masks' encoding for the next evaluator
+
+
+def prediction_rles(output: dict) -> list[dict]:
+    """RLEs of ``output["instances"].pred_masks`` (binarised at 0.5 when float), one per mask in order.
+
+    Encoded once per output and kept in the dict, so the evaluators scoring the same predictions
+    (mask AP and proposal recall of an instance test set) share one encoding. The cache is tied
+    to the mask tensor: an output whose masks were replaced is encoded afresh.
+    """
+    masks = output["instances"].pred_masks
+    cached = output.get(_RLES_KEY)
+    if cached is None or cached[0] is not masks:
+        cpu = masks.to("cpu")
+        cached = (masks, encode_masks(cpu > 0.5 if cpu.is_floating_point() else cpu))
+        output[_RLES_KEY] = cached
+    return cached[1]
+
+
 def annotation_to_rle(segmentation, height: int, width: int) -> dict:
     """A COCO ``segmentation`` (polygons, uncompressed or compressed RLE) -> one compressed RLE."""
     if isinstance(segmentation, list):

@@ -21,7 +21,7 @@ import pycocotools.mask as mask_util
 
 from ..data.catalog import DatasetCatalog, MetadataCatalog
 from .evaluator import DatasetEvaluator, gather_on_main, write_results
-from .masks import annotation_to_rle, contiguous_to_dataset_ids, encode_masks
+from .masks import annotation_to_rle, contiguous_to_dataset_ids, prediction_rles
 
 
 def best_iou_at_k(pred_rles: list[dict], gt_rles: list[dict], topk: Sequence[int]) -> np.ndarray:
@@ -89,8 +89,8 @@ class ProposalRecallEvaluator(DatasetEvaluator):
             order = inst.scores.argsort(descending=True)
             num_confident = int((inst.scores >= self.score_threshold).sum())
             order = order[: max(max(self.topk), num_confident)]
-            masks = inst.pred_masks[order]
-            pred_rles = encode_masks(masks > 0.5 if masks.is_floating_point() else masks)
+            rles = prediction_rles(out)
+            pred_rles = [rles[i] for i in order.tolist()]
             self._best.append(best_iou_at_k(pred_rles, gt_rles, [*self.topk, num_confident]))
             self._categories.append(cats)
 
