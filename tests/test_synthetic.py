@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import colorsys
+import io
 import json
 import math
 from pathlib import Path
@@ -51,10 +52,28 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 
 def test_same_seed_same_bytes_whatever_the_workers(world_root, tmp_path):
-    cli_main(["prepare", "synthetic", "--output", str(tmp_path / "again"), *SMALL, "--workers", "2"])
+    # the fixture ran with the default (one worker per usable CPU)
+    cli_main(["prepare", "synthetic", "--output", str(tmp_path / "again"), *SMALL, "--workers", "1"])
     first, second = _tree(world_root / "synthetic"), _tree(tmp_path / "again" / "synthetic")
     assert first.keys() == second.keys()
     assert [k for k in first if first[k] != second[k]] == []
+
+
+def test_png_compression_level_changes_bytes_not_pixels(tmp_path, monkeypatch):
+    """The stored (level-0) PNGs hold the same pixels as zlib level 1; every other file is the same."""
+    import masqclip.data.synthetic.world as world
+
+    cfg = WorldConfig(num_train=3, num_val=2, seed=5, crops_train=1, crops_val=1, scene=SceneParams(image_size=96))
+    fast = _tree(generate_world(tmp_path / "fast", cfg))
+    monkeypatch.setattr(world, "PNG_COMPRESSION", 1)
+    small = _tree(generate_world(tmp_path / "small", cfg))
+    assert fast.keys() == small.keys()
+    pngs = [k for k in fast if k.endswith(".png")]
+    assert len(pngs) > 20 and sum(map(len, (fast[k] for k in pngs))) > sum(map(len, (small[k] for k in pngs)))
+    for key in pngs:
+        a, b = (Image.open(io.BytesIO(t[key])) for t in (fast, small))
+        assert a.mode == b.mode and np.array_equal(np.asarray(a), np.asarray(b)), key
+    assert all(fast[k] == small[k] for k in fast if not k.endswith(".png"))
 
 
 def test_other_seed_other_images(world_root, tmp_path):
