@@ -29,7 +29,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--crop-size", type=int, default=defaults.crop_size, help="CLIP crop size in px")
     parser.add_argument("--crops-train", type=int, default=defaults.crops_train, help="CLIP training crops per category")
     parser.add_argument("--crops-val", type=int, default=defaults.crops_val, help="CLIP validation crops per category")
-    parser.add_argument("--workers", type=int, default=1, help="rendering processes (output does not depend on it)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="rendering processes; 0 = one per CPU this process may use (output does not depend on it)")
 
 
 def config_from_args(args):
@@ -57,7 +58,9 @@ def main(args) -> int:
         print(f"warning: --num-val {cfg.num_val} < {len(THINGS)} thing categories: some categories will be "
               "missing from the test sets")
     start = time.perf_counter()
-    out = generate_world(args.output, cfg, workers=max(1, args.workers))
+    workers = args.workers if args.workers > 0 else (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    out = generate_world(args.output, cfg, workers=max(1, workers))
     print(f"synthetic world written to {out} in {time.perf_counter() - start:.1f} s "
           f"({cfg.num_train} train, {cfg.num_val} val, {cfg.num_val} cross-val images)")
     from pathlib import Path
