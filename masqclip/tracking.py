@@ -164,6 +164,9 @@ def init_store(uri: str, experiment: str = "") -> str:
     db = sqlite_path(uri)
     if db is None:
         return f"{uri}: not a SQLite store, nothing to create"
+    # The store's modules take seconds to import: load them before taking the lock, so jobs that
+    # start together hold it only for the database work, not queued behind each other's imports.
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
     from mlflow.tracking import MlflowClient
 
     experiment = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME", "") or DEFAULT_EXPERIMENT

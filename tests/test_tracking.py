@@ -142,6 +142,28 @@ def test_eight_jobs_starting_together_on_a_fresh_sqlite_store_record_everything(
         assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "total_loss")) == list(range(20))
 
 
+_LOCK_SPY = """
+import sys
+import masqclip.tracking as tracking
+real_lock = tracking._store_lock
+def spy(db):
+    print("store modules loaded before the lock:", "mlflow.store.tracking.sqlalchemy_store" in sys.modules)
+    return real_lock(db)
+tracking._store_lock = spy
+print(tracking.init_store(sys.argv[1], "exp"))
+"""
+
+
+def test_store_lock_is_taken_after_the_slow_imports(tmp_path):
+    """Jobs starting together queue on the store's lock only for the database work, not for the
+    seconds MLflow's store modules take to import (a fresh process, so nothing is imported yet)."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", _LOCK_SPY, uri], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "store modules loaded before the lock: True" in proc.stdout and "created" in proc.stdout, proc.stdout
+
+
 class _SilentServer:
     """Accepts TCP connections on 127.0.0.1 and never answers (closed on exit)."""
 
