@@ -23,6 +23,7 @@ from masqclip.modeling.bf16 import (
 )
 from masqclip.modeling.layers import Conv2d, FrozenBatchNorm2d
 from masqclip.modeling.pixel_decoder import ms_deform_attn_core
+from masqclip.modeling.pixel_decoder.ms_deform_attn import gathered_deform_attn_core
 from masqclip.modeling.postprocess import instance_inference, mask_scores, upsample_mask_logits
 
 SYNTHETIC = "config/models/synthetic/teacher.yaml"
@@ -139,6 +140,41 @@ def test_deform_attn_core_equals_levelwise_formulation_values_and_gradients():
     ref_grads = torch.autograd.grad((ref * g).sum(), (value, locations, weights))
     for a, r in zip(grads, ref_grads):
         torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("shapes,points", [([(9, 13), (5, 7), (3, 4)], 4), ([(6, 5)], 1), ([(1, 1), (2, 3)], 3)])
+def test_gathered_deform_attn_core_equals_grid_sample_formulation(shapes, points, dtype, tol):
+    """The inference core (one weighted gather over a zero-bordered value table) against
+    grid_sample per level, with points inside, on the border, just outside (partly zero taps) and
+    far outside (all taps zero, clamped onto the border), in float64 to see re-association only."""
+    gen = torch.Generator().manual_seed(5)
+    b, m, d, lq = 2, 4, 8, 23
+    s = sum(h * w for h, w in shapes)
+    value = torch.randn(b, s, m, d, generator=gen, dtype=dtype)
+    locations = torch.rand(b, lq, m, len(shapes), points, 2, generator=gen, dtype=dtype) * 1.6 - 0.3
+    flat = locations.view(-1)
+    flat[:40] = torch.tensor([0.0, 1.0, -0.5, 1.5, -7.0, 9.0, 1e-9, 1 - 1e-9] * 5, dtype=dtype)  # edges, far out
+    weights = torch.rand(b, lq, m, len(shapes), points, generator=gen, dtype=dtype)
+    ref = _levelwise_core(value, shapes, locations, weights)
+    with torch.no_grad():
+        got = ms_deform_attn_core(value, shapes, locations, weights)
+    assert got.shape == ref.shape and got.dtype == dtype
+    torch.testing.assert_close(got, ref, rtol=tol, atol=tol)
+    torch.testing.assert_close(gathered_deform_attn_core(value, shapes, locations, weights), ref, rtol=tol, atol=tol)
+
+
+def test_gathered_deform_attn_core_bf16_values_sample_in_fp32():
+    """bf16 values (the bf16 option's value projection): coordinates and weights in fp32, fp32 result."""
+    gen = torch.Generator().manual_seed(6)
+    shapes = [(17, 19), (9, 10)]
+    value = torch.randn(1, sum(h * w for h, w in shapes), 2, 8, generator=gen)
+    locations = torch.rand(1, 30, 2, 2, 4, 2, generator=gen)
+    weights = torch.rand(1, 30, 2, 2, 4, generator=gen)
+    ref = _levelwise_core(value.bfloat16().float(), shapes, locations, weights)
+    got = gathered_deform_attn_core(value.bfloat16(), shapes, locations, weights)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
 
 
 # -- post-processing ------------------------------------------------------------------------

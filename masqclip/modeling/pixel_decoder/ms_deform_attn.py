@@ -1,7 +1,11 @@
 """Multi-scale deformable attention (Deformable DETR) in pure PyTorch via ``F.grid_sample``.
 
-The sampling core runs one ``grid_sample`` per feature level for all heads, queries and points at
-once, on channels-last values; the attention weights are applied as one accumulation. Works on CPU and CUDA, in any float dtype.
+With autograd, the sampling core runs one ``grid_sample`` per feature level for all heads, queries
+and points at once, on channels-last values, and applies the attention weights as one accumulation.
+Without autograd (inference) it is one weighted gather instead: each (query, head) sums its
+levels x points x 4 bilinear taps, weight = attention weight x bilinear weight, with
+``F.embedding_bag`` over the value rows (no [heads, channels, points, queries] sample tensor is
+written and read back). Works on CPU and CUDA, in any float dtype.
 """
 from __future__ import annotations
 
@@ -24,6 +28,8 @@ def ms_deform_attn_core(value: torch.Tensor, spatial_shapes: list[tuple[int, int
     Returns:
         [B, Lq, M * D].
     """
+    if not (torch.is_grad_enabled() and any(t.requires_grad for t in (value, sampling_locations, attention_weights))):
+        return gathered_deform_attn_core(value, spatial_shapes, sampling_locations, attention_weights)
     b, s, m, d = value.shape
     lq, n_levels, n_points = sampling_locations.shape[1], sampling_locations.shape[3], sampling_locations.shape[4]
     # grid_sample wants (x, y) in [-1, 1]; align_corners=False puts pixel centres at (i + 0.5) / size.
@@ -34,8 +40,6 @@ def ms_deform_attn_core(value: torch.Tensor, spatial_shapes: list[tuple[int, int
     weights = attention_weights.permute(0, 2, 3, 4, 1).reshape(b * m, 1, n_levels, n_points, lq)
     # Channels-last per head: each bilinear tap reads D contiguous values. [B*M, S, D]
     value = value.transpose(1, 2).reshape(b * m, s, d)
-    track_grad = torch.is_grad_enabled() and any(
-        t.requires_grad for t in (value, sampling_locations, attention_weights))
     out = None
     start = 0
     for lvl, (h, w) in enumerate(spatial_shapes):
@@ -43,17 +47,10 @@ def ms_deform_attn_core(value: torch.Tensor, spatial_shapes: list[tuple[int, int
         start += h * w
         # all heads (batch), points (rows) and queries (columns) of this level in one call: [B*M, D, P, Lq]
         sampled = F.grid_sample(value_l, grids[:, lvl], mode="bilinear", padding_mode="zeros", align_corners=False)
-        if track_grad:
-            # training: the per-point accumulation below with a hand-written backward (autograd of
-            # it would back-propagate a zero-filled copy of ``sampled`` per point)
-            weighted = _WeightedPointSum.apply(sampled, weights[:, 0, lvl])
-            out = weighted if out is None else out + weighted
-            continue
-        for p in range(n_points):
-            if out is None:
-                out = sampled[:, :, p] * weights[:, :, lvl, p]
-            else:
-                out = out.addcmul_(sampled[:, :, p], weights[:, :, lvl, p])
+        # autograd: the per-point accumulation with a hand-written backward (autograd of it would
+        # back-propagate a zero-filled copy of ``sampled`` per point)
+        weighted = _WeightedPointSum.apply(sampled, weights[:, 0, lvl])
+        out = weighted if out is None else out + weighted
     return out.reshape(b, m * d, lq).transpose(1, 2)
 
 
@@ -85,6 +82,77 @@ class _WeightedPointSum(torch.autograd.Function):
             grad_weights = torch.stack([torch.linalg.vecdot(sampled[:, :, p], grad_out, dim=1)
                                         for p in range(sampled.shape[2])], 1)
         return grad_sampled, grad_weights
+
+
+# Zero border of each level's value map in the gathered core: 1 row / column before, 2 after, so
+# that a tap of a location clamped to [-1, size] is always a row of the table (pixel -1, size or
+# size + 1 hold zeros, as grid_sample's padding_mode="zeros").
+_PAD_BEFORE, _PAD_AFTER = 1, 2
+
+
+def gathered_deform_attn_core(value: torch.Tensor, spatial_shapes: list[tuple[int, int]],
+                              sampling_locations: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
+    """``ms_deform_attn_core`` as one weighted gather (no autograd; same arguments and result).
+
+    Each (image, query, head) is a bag of 4 bilinear taps x levels x points; a tap is a row
+    (pixel, head) of the zero-bordered value table, its weight the attention weight times the
+    bilinear weight of ``grid_sample(align_corners=False)`` (pixel x = location * W - 0.5).
+    Locations are clamped to [-1, size] per axis first: a clamped point's taps land on the zero
+    border, as grid_sample's out-of-range taps read zeros, so the sum is unchanged (float
+    re-association only). Per-level constants are laid out [L, P] so that every element-wise
+    pass runs over contiguous (level, point) rows.
+    """
+    b, s, m, d = value.shape
+    lq, n_levels, n_points = sampling_locations.shape[1], sampling_locations.shape[3], sampling_locations.shape[4]
+    # at least fp32 (bf16 coordinates would be off by up to half a pixel; grid_sample autocasts to fp32 too)
+    dtype, device = torch.promote_types(value.dtype, torch.float32), value.device
+    pad = _PAD_BEFORE + _PAD_AFTER
+    # the table: every level's [B, H+3, W+3, M, D] map with a zero border; rows (level, image, y, x, head)
+    level_rows = [b * (h + pad) * (w + pad) * m for h, w in spatial_shapes]
+    table = value.new_zeros((sum(level_rows), d), dtype=dtype)
+    first_row, start, row = [], 0, 0
+    for (h, w), rows in zip(spatial_shapes, level_rows):
+        table[row:row + rows].view(b, h + pad, w + pad, m, d)[:, _PAD_BEFORE:_PAD_BEFORE + h,
+                                                              _PAD_BEFORE:_PAD_BEFORE + w].copy_(
+            value[:, start:start + h * w].view(b, h, w, m, d))
+        first_row.append(row + (_PAD_BEFORE * (w + pad) + _PAD_BEFORE) * m)  # row of pixel (0, 0), head 0
+        start += h * w
+        row += rows
+
+    def per_level(values: list, dtype) -> torch.Tensor:  # [L, P] constant
+        return torch.tensor(values, dtype=dtype, device=device)[:, None].expand(n_levels, n_points).contiguous()
+
+    widths = per_level([float(w) for _, w in spatial_shapes], dtype)
+    heights = per_level([float(h) for h, _ in spatial_shapes], dtype)
+    # pixel coordinates, clamped: [B, Lq, M, L, P]
+    x = torch.mul(sampling_locations[..., 0], widths).sub_(0.5).clamp_(min=-1)
+    y = torch.mul(sampling_locations[..., 1], heights).sub_(0.5).clamp_(min=-1)
+    torch.minimum(x, widths, out=x)
+    torch.minimum(y, heights, out=y)
+    x0, y0 = x.floor(), y.floor()
+    # bilinear weights per axis and tap [B, Lq, M, 2, L, P]; the attention weight rides on y
+    wx = torch.empty((b, lq, m, 2, n_levels, n_points), dtype=dtype, device=device)
+    wy = torch.empty_like(wx)
+    torch.sub(x, x0, out=wx[:, :, :, 1])
+    torch.sub(torch.ones((), dtype=dtype, device=device), wx[:, :, :, 1], out=wx[:, :, :, 0])
+    torch.mul(y.sub_(y0), attention_weights, out=wy[:, :, :, 1])
+    torch.sub(attention_weights, wy[:, :, :, 1], out=wy[:, :, :, 0])
+    weight = wy[:, :, :, :, None] * wx[:, :, :, None]  # [B, Lq, M, 2 (y tap), 2 (x tap), L, P]
+    # row of tap (y0 + i, x0 + j) of head k, image n: first_row + ((n * hp + y0 + i) * wp + x0 + j) * m + k
+    index_dtype = torch.int32 if table.shape[0] < 2 ** 31 else torch.int64  # int32: half the index traffic
+    row_stride = per_level([(w + pad) * m for _, w in spatial_shapes], index_dtype)
+    base = (per_level(first_row, index_dtype)
+            + torch.arange(m, dtype=index_dtype, device=device).view(m, 1, 1)
+            + torch.arange(b, dtype=index_dtype, device=device).view(b, 1, 1, 1)
+            * per_level([(h + pad) * (w + pad) * m for h, w in spatial_shapes], index_dtype))  # [B, M, L, P]
+    # y0 * row_stride + x0 * m in floats (exact: integers below 2 ** 24 within one image's level)
+    first = torch.addcmul(x0.mul_(m), y0, row_stride.to(dtype)).to(index_dtype).add_(base[:, None])
+    corner = torch.stack((torch.zeros_like(row_stride), torch.full_like(row_stride, m),
+                          row_stride, row_stride + m)).view(2, 2, n_levels, n_points)
+    index = first[:, :, :, None, None] + corner  # [B, Lq, M, 2, 2, L, P]
+    n = b * lq * m
+    out = F.embedding_bag(index.view(n, -1), table, per_sample_weights=weight.view(n, -1), mode="sum")
+    return out.view(b, lq, m * d)
 
 
 class MSDeformAttn(nn.Module):
