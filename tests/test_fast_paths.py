@@ -177,6 +177,29 @@ def test_gathered_deform_attn_core_bf16_values_sample_in_fp32():
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
 
 
+# -- position encoding ----------------------------------------------------------------------
+def test_cached_sine_position_encoding_equals_computed_and_is_bounded():
+    from masqclip.modeling.transformer_decoder.position_encoding import POSITION_CACHE_SIZE, PositionEmbeddingSine
+    pe = PositionEmbeddingSine(num_pos_feats=8, normalize=True)
+    for h, w in [(5, 7), (3, 4), (5, 7)]:
+        x = torch.randn(3, 2, h, w)
+        ref = pe.encode(x)
+        with torch.no_grad():
+            got = pe(x)
+            again = pe(x[:1])
+        assert got.shape == ref.shape and again.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(got, ref, rtol=0, atol=0)
+        torch.testing.assert_close(again, ref[:1], rtol=0, atol=0)
+        assert again.data_ptr() == got.data_ptr()  # one cached map, expanded over the batch
+    assert len(pe._cache) == 2
+    with torch.no_grad():
+        for k in range(POSITION_CACHE_SIZE + 3):
+            pe(torch.zeros(1, 1, 2, k + 1))
+    assert len(pe._cache) == POSITION_CACHE_SIZE
+    torch.testing.assert_close(pe(torch.zeros(2, 1, 5, 7)), pe.encode(torch.zeros(2, 1, 5, 7)), rtol=0, atol=0)
+    assert pe(torch.zeros(1, 1, 5, 7)).requires_grad is False
+
+
 # -- post-processing ------------------------------------------------------------------------
 def _reference_instances(class_probs, full_logits, topk, thing_ids=None):
     """Straightforward: every mask at full size, top-k pairs, threshold, score."""

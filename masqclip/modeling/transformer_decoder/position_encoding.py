@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import torch
 from torch import nn
@@ -9,6 +10,8 @@ from torch import nn
 # Frequencies are temperature ** (2 * (i // 2) / num_pos_feats), as in DETR / Mask2Former.
 DEFAULT_TEMPERATURE = 10000
 DEFAULT_EPS = 1e-6
+# Sizes whose encoding inference keeps (a 1024 px input's largest level map is 16 MiB).
+POSITION_CACHE_SIZE = 8
 
 
 class PositionEmbeddingSine(nn.Module):
@@ -23,14 +26,32 @@ class PositionEmbeddingSine(nn.Module):
         self.temperature = temperature
         self.normalize = normalize
         self.scale = 2 * math.pi if scale is None else scale
+        self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()  # inference: (h, w, device, dtype) -> map
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Args:
             x: [B, C, H, W] (only its shape, device and dtype are used).
             mask: optional bool [B, H, W], True = padding.
         Returns:
-            [B, 2 * num_pos_feats, H, W] in x's dtype.
+            [B, 2 * num_pos_feats, H, W] in x's dtype. Without a mask and without autograd, a cached
+            map of this size (channels-last, so its flattened [B, H*W, C] form is contiguous),
+            expanded over the batch: read-only.
         """
+        if mask is None and not torch.is_grad_enabled():
+            key = (x.shape[2], x.shape[3], x.device, x.dtype)
+            pos = self._cache.get(key)
+            if pos is None:
+                pos = self.encode(x[:1]).contiguous(memory_format=torch.channels_last)
+                self._cache[key] = pos
+                while len(self._cache) > POSITION_CACHE_SIZE:
+                    self._cache.popitem(last=False)
+            else:
+                self._cache.move_to_end(key)
+            return pos.expand(x.shape[0], -1, -1, -1)
+        return self.encode(x, mask)
+
+    def encode(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The encoding itself (``forward`` without the cache)."""
         b, _, h, w = x.shape
         if mask is None:
             not_mask = torch.ones((b, h, w), device=x.device, dtype=torch.float32)
