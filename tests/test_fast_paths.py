@@ -177,6 +177,27 @@ def test_gathered_deform_attn_core_bf16_values_sample_in_fp32():
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
 
 
+def test_encoder_layer_inference_path_equals_autograd_path():
+    """A deformable encoder layer in eval mode: the no-grad path (pixel coordinates straight from the
+    offsets, gathered core, in-place residuals and ReLU) against the autograd path (grid_sample)."""
+    from masqclip.modeling.pixel_decoder.msdeformattn import MSDeformAttnEncoder, MSDeformAttnEncoderLayer
+    gen = torch.Generator().manual_seed(7)
+    layer = MSDeformAttnEncoderLayer(d_model=32, d_ffn=64, dropout=0.1, n_levels=3, n_heads=4, n_points=4).eval()
+    with torch.no_grad():
+        for prm in layer.parameters():  # offsets and attention weights start at zero: make them matter
+            prm.add_(torch.randn(prm.shape, generator=gen) * 0.3)
+    shapes = [(8, 10), (4, 5), (2, 3)]
+    s = sum(h * w for h, w in shapes)
+    src, pos = torch.randn(2, s, 32, generator=gen), torch.randn(2, s, 32, generator=gen)
+    valid = torch.tensor([[[1.0, 1.0]] * 3, [[0.8, 0.6]] * 3])
+    ref_points = MSDeformAttnEncoder.get_reference_points(shapes, valid)
+    ref = layer(src, pos, ref_points, shapes)
+    assert ref.requires_grad  # the autograd formulation ran
+    with torch.no_grad():
+        got = layer(src, pos, ref_points, shapes)
+    torch.testing.assert_close(got, ref.detach(), rtol=1e-5, atol=1e-5)
+
+
 # -- position encoding ----------------------------------------------------------------------
 def test_cached_sine_position_encoding_equals_computed_and_is_bounded():
     from masqclip.modeling.transformer_decoder.position_encoding import POSITION_CACHE_SIZE, PositionEmbeddingSine

@@ -91,8 +91,12 @@ _PAD_BEFORE, _PAD_AFTER = 1, 2
 
 
 def gathered_deform_attn_core(value: torch.Tensor, spatial_shapes: list[tuple[int, int]],
-                              sampling_locations: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
+                              sampling_locations: torch.Tensor | None, attention_weights: torch.Tensor, *,
+                              pixel_xy: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """``ms_deform_attn_core`` as one weighted gather (no autograd; same arguments and result).
+
+    ``pixel_xy`` may replace ``sampling_locations``: the pixel coordinates (x, y) = location *
+    (W, H) - 0.5 of each level, each [B, Lq, M, L, P] contiguous (overwritten).
 
     Each (image, query, head) is a bag of 4 bilinear taps x levels x points; a tap is a row
     (pixel, head) of the zero-bordered value table, its weight the attention weight times the
@@ -103,7 +107,7 @@ def gathered_deform_attn_core(value: torch.Tensor, spatial_shapes: list[tuple[in
     pass runs over contiguous (level, point) rows.
     """
     b, s, m, d = value.shape
-    lq, n_levels, n_points = sampling_locations.shape[1], sampling_locations.shape[3], sampling_locations.shape[4]
+    lq, _, n_levels, n_points = attention_weights.shape[1:]
     # at least fp32 (bf16 coordinates would be off by up to half a pixel; grid_sample autocasts to fp32 too)
     dtype, device = torch.promote_types(value.dtype, torch.float32), value.device
     pad = _PAD_BEFORE + _PAD_AFTER
@@ -124,9 +128,12 @@ def gathered_deform_attn_core(value: torch.Tensor, spatial_shapes: list[tuple[in
 
     widths = per_level([float(w) for _, w in spatial_shapes], dtype)
     heights = per_level([float(h) for h, _ in spatial_shapes], dtype)
-    # pixel coordinates, clamped: [B, Lq, M, L, P]
-    x = torch.mul(sampling_locations[..., 0], widths).sub_(0.5).clamp_(min=-1)
-    y = torch.mul(sampling_locations[..., 1], heights).sub_(0.5).clamp_(min=-1)
+    if pixel_xy is None:  # pixel coordinates [B, Lq, M, L, P]
+        x = torch.mul(sampling_locations[..., 0], widths).sub_(0.5)
+        y = torch.mul(sampling_locations[..., 1], heights).sub_(0.5)
+    else:
+        x, y = pixel_xy
+    x, y = x.clamp_(min=-1), y.clamp_(min=-1)
     torch.minimum(x, widths, out=x)
     torch.minimum(y, heights, out=y)
     x0, y0 = x.floor(), y.floor()
@@ -211,6 +218,14 @@ class MSDeformAttn(nn.Module):
         weights = weights.softmax(-1).view(b, lq, self.n_heads, self.n_levels, self.n_points)
         if reference_points.shape[-1] != 2:
             raise ValueError(f"reference_points must be [B, Lq, L, 2] points, got {tuple(reference_points.shape)}")
+        if not torch.is_grad_enabled():
+            # inference: pixel coordinates straight from the offsets (x = ref * W - 0.5 + offset_x)
+            sizes = torch.tensor([[w, h] for h, w in spatial_shapes], dtype=reference_points.dtype,
+                                 device=reference_points.device)
+            ref = (reference_points * sizes).sub_(0.5)[:, :, None, :, None, :]  # [B, Lq, 1, L, 1, 2]
+            pixel_xy = (torch.add(offsets[..., 0], ref[..., 0]), torch.add(offsets[..., 1], ref[..., 1]))
+            out = gathered_deform_attn_core(value, spatial_shapes, None, weights, pixel_xy=pixel_xy)
+            return self.output_proj(out)
         # offsets are in pixels of each level: divide by (W_l, H_l)
         normalizer = torch.tensor([[w, h] for h, w in spatial_shapes], dtype=offsets.dtype, device=offsets.device)
         locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]

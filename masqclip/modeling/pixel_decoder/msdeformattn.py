@@ -37,6 +37,12 @@ class MSDeformAttnEncoderLayer(nn.Module):
     def forward(self, src: torch.Tensor, pos: torch.Tensor, reference_points: torch.Tensor,
                 spatial_shapes: list[tuple[int, int]], padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Args: src, pos [B, S, C]; reference_points [B, S, L, 2]. Returns: [B, S, C]."""
+        if not (torch.is_grad_enabled() or self.training):
+            # inference (dropout off): residual adds and ReLU in place, no dropout calls
+            attn = self.self_attn(src + pos, reference_points, src, spatial_shapes, padding_mask)
+            src = self.norm1(attn.add_(src))
+            ffn = self.linear2(F.relu_(self.linear1(src)))
+            return self.norm2(ffn.add_(src))
         src = self.norm1(src + self.dropout1(self.self_attn(src + pos, reference_points, src, spatial_shapes,
                                                              padding_mask)))
         ffn = self.linear2(self.dropout2(F.relu(self.linear1(src))))
