@@ -200,6 +200,7 @@ def instance_inference(
     size = (int(output_size[0]), int(output_size[1]))
     masks = torch.empty((order.numel(), *size), dtype=torch.bool, device=mask_logits.device)
     quality = torch.empty(order.numel(), dtype=torch.float32, device=mask_logits.device)
+    indicator = None  # the chunk's masks as 0. / 1. floats (float x float products and sums need no casts)
     for start in range(0, order.numel(), max(1, chunk_size)):
         idx = order[start:start + chunk_size]
         logits = resize(mask_logits[idx]).float()
@@ -207,10 +208,13 @@ def instance_inference(
             logits = logits.clone(memory_format=torch.contiguous_format)  # ours to overwrite
         binary = masks[start:start + idx.numel()]
         torch.gt(logits, 0, out=binary)
+        if indicator is None or indicator.shape != logits.shape:
+            indicator = torch.empty_like(logits)
+        torch.gt(logits, 0, out=indicator)
         # mask_scores in place on this chunk's own buffer: sigmoid inside the mask, 0 outside
-        inside = logits.sigmoid_().mul_(binary).flatten(1).sum(1)
-        count = binary.flatten(1).sum(1).to(inside.dtype)
-        quality[start:start + idx.numel()] = inside / (count + _EMPTY_MASK_EPS)
+        inside = logits.sigmoid_().mul_(indicator).flatten(1).sum(1)
+        count = indicator.flatten(1).sum(1, dtype=torch.float64 if indicator[0].numel() >= 2 ** 24 else None)
+        quality[start:start + idx.numel()] = inside / (count + _EMPTY_MASK_EPS)  # count exact: float64 past 2 ** 24
         del logits
     if order is unique:
         masks, quality = masks[inverse], quality[inverse]
