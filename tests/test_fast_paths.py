@@ -63,7 +63,9 @@ def test_folded_conv_equals_conv_then_frozen_bn(bias, activation):
         ref = activation(ref)
     with torch.no_grad():  # inference: the folded single convolution
         folded = conv(x)
+        folded_cl = conv(x.contiguous(memory_format=torch.channels_last))  # folded weight laid out channels-last
     torch.testing.assert_close(folded, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(folded_cl, ref, rtol=1e-5, atol=1e-5)
     # training (the conv weight needs a gradient): same values, and the weight's usual gradient
     out = conv(x)
     torch.testing.assert_close(out.detach(), ref, rtol=1e-5, atol=1e-5)
