@@ -166,6 +166,21 @@ def test_gathered_deform_attn_core_equals_grid_sample_formulation(shapes, points
     torch.testing.assert_close(gathered_deform_attn_core(value, shapes, locations, weights), ref, rtol=tol, atol=tol)
 
 
+def test_gathered_deform_attn_core_non_finite_locations_sample_nothing():
+    """A NaN or infinite location (a diverged model) reads zeros, as a point far outside; no bad index."""
+    gen = torch.Generator().manual_seed(8)
+    shapes = [(5, 7), (3, 4)]
+    value = torch.randn(2, 47, 4, 8, generator=gen)
+    locations = torch.rand(2, 9, 4, 2, 4, 2, generator=gen)
+    weights = torch.rand(2, 9, 4, 2, 4, generator=gen)
+    bad = locations.clone()
+    bad[0, 0, 0, 0, 0, 0], bad[1, 2, 1, 1, 2, 1], bad[1, 3, 1, 1, 2, 0] = float("nan"), float("inf"), -float("inf")
+    far = torch.where(bad.isfinite(), bad, torch.full_like(bad, -5.0))
+    with torch.no_grad():
+        got = gathered_deform_attn_core(value, shapes, bad, weights)
+    torch.testing.assert_close(got, _levelwise_core(value, shapes, far, weights), rtol=1e-5, atol=1e-6)
+
+
 def test_gathered_deform_attn_core_bf16_values_sample_in_fp32():
     """bf16 values (the bf16 option's value projection): coordinates and weights in fp32, fp32 result."""
     gen = torch.Generator().manual_seed(6)

@@ -133,7 +133,9 @@ def gathered_deform_attn_core(value: torch.Tensor, spatial_shapes: list[tuple[in
         y = torch.mul(sampling_locations[..., 1], heights).sub_(0.5)
     else:
         x, y = pixel_xy
-    x, y = x.clamp_(min=-1), y.clamp_(min=-1)
+    minus_one = torch.full((), -1.0, dtype=dtype, device=device)
+    torch.fmax(x, minus_one, out=x)  # fmax: a NaN coordinate becomes -1 (zero taps, as grid_sample's)
+    torch.fmax(y, minus_one, out=y)
     torch.minimum(x, widths, out=x)
     torch.minimum(y, heights, out=y)
     x0, y0 = x.floor(), y.floor()
