@@ -215,6 +215,31 @@ def test_encoder_layer_inference_path_equals_autograd_path():
     torch.testing.assert_close(got, ref.detach(), rtol=1e-5, atol=1e-5)
 
 
+def test_pixel_decoder_inference_equals_autograd_path():
+    """The whole pixel decoder in eval mode, no-grad (gathered core, encoder levels as channels-last
+    views that resizing keeps channels-last) against its autograd path."""
+    from masqclip.modeling.layers import ShapeSpec
+    from masqclip.modeling.pixel_decoder import MSDeformAttnPixelDecoder
+    torch.manual_seed(9)
+    shapes = {"res2": ShapeSpec(16, 4), "res3": ShapeSpec(24, 8), "res4": ShapeSpec(32, 16), "res5": ShapeSpec(40, 32)}
+    dec = MSDeformAttnPixelDecoder(input_shape=shapes, transformer_in_features=["res3", "res4", "res5"], conv_dim=32,
+                                   mask_dim=16, norm="GN", common_stride=4, transformer_dropout=0.1,
+                                   transformer_nheads=4, transformer_dim_feedforward=64, transformer_enc_layers=2,
+                                   transformer_n_points=4).eval()
+    with torch.no_grad():
+        for prm in dec.parameters():
+            prm.add_(torch.randn_like(prm) * 0.1)
+    gen = torch.Generator().manual_seed(9)
+    feats = {k: torch.randn(1, v.channels, 128 // v.stride, 96 // v.stride, generator=gen).contiguous(
+        memory_format=torch.channels_last) for k, v in shapes.items()}
+    ref = dec.forward_features(feats)
+    with torch.no_grad():
+        got = dec.forward_features(feats)
+    for a, r in zip([got[0], got[1], *got[2]], [ref[0], ref[1], *ref[2]]):
+        torch.testing.assert_close(a, r.detach(), rtol=1e-5, atol=1e-5)
+    assert got[0].is_contiguous(memory_format=torch.channels_last)
+
+
 # -- position encoding ----------------------------------------------------------------------
 def test_cached_sine_position_encoding_equals_computed_and_is_bounded():
     from masqclip.modeling.transformer_decoder.position_encoding import POSITION_CACHE_SIZE, PositionEmbeddingSine
