@@ -7,9 +7,20 @@ several, one file per dataset named <output stem>.<dataset>.json. Eval-time swit
 overrides (MODEL.MASK_FORMER.TEST.*, MODEL.MASQ_CLIP.USE_OBJECT_SCORE, ...). The job is one MLflow
 run per dataset (tags job=eval, dataset), never fatal.
 
-example:
+Several evaluations, each with its own config file and overrides, in one process: --spec JSON
+(or --spec @FILE), a list of {"config_file": FILE, "dataset": NAME, "output": FILE,
+"opts": [KEY, VALUE, ...], "tags": {KEY: VALUE}}. The model is built and its weights loaded once
+for evaluations whose configs differ only in test-time post-processing (thresholds, the
+*_ON outputs, the detections per image, the object score, the test set and vocabulary, OUTPUT_DIR);
+it is rebuilt where anything else differs. One MLflow run and one metrics JSON per evaluation, as
+if each ran alone. The workflow runs one such job per trained model.
+
+examples:
   masqclip eval --config-file config/models/synthetic/tuning.yaml --dataset synthetic_instance_val_all \\
       --output results/metrics/generalized.json MODEL.WEIGHTS results/models/tuning/model_final.pth
+  masqclip eval --spec '[{"config_file": "config/models/synthetic/tuning.yaml",
+      "dataset": "synthetic_instance_val_all", "output": "no_obj.json",
+      "opts": ["MODEL.WEIGHTS", "model_final.pth", "MODEL.MASQ_CLIP.USE_OBJECT_SCORE", "False"]}, ...]'
 """
 from __future__ import annotations
 
@@ -17,6 +28,22 @@ from ._common import add_config_arguments, config_from_args
 
 COMMAND = "eval"
 HELP = "evaluate MODEL.WEIGHTS on test sets and write a metrics JSON"
+
+# Config keys that only the post-processing of a built model reads (``reconfigure_for_test`` sets
+# them on a built model): evaluations differing in nothing else share one model.
+TEST_TIME_KEYS = (
+    "MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD",
+    "MODEL.MASK_FORMER.TEST.OVERLAP_THRESHOLD",
+    "MODEL.MASK_FORMER.TEST.SEMANTIC_ON",
+    "MODEL.MASK_FORMER.TEST.INSTANCE_ON",
+    "MODEL.MASK_FORMER.TEST.PANOPTIC_ON",
+    "MODEL.MASK_FORMER.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE",
+    "TEST.DETECTIONS_PER_IMAGE",
+    "MODEL.MASQ_CLIP.USE_OBJECT_SCORE",
+    "DATASETS.TEST",
+    "OUTPUT_DIR",
+)
+SPEC_KEYS = {"config_file", "dataset", "output", "opts", "tags"}
 
 
 def add_arguments(parser) -> None:
@@ -26,6 +53,9 @@ def add_arguments(parser) -> None:
                         help="metrics JSON (default OUTPUT_DIR/metrics.json)")
     parser.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="MLflow run tag, repeatable")
     parser.add_argument("--experiment", default="", help="MLflow experiment (as for train)")
+    parser.add_argument("--spec", default="", metavar="JSON|@FILE",
+                        help="several evaluations in one process (a JSON list, see above); replaces "
+                             "--config-file, --dataset, --output and KEY VALUE")
     add_config_arguments(parser)
 
 
@@ -37,54 +67,175 @@ def output_paths(output: str, datasets: list[str]) -> dict[str, str]:
     return {name: f"{stem}.{name}.json" for name in datasets}
 
 
-def main(args) -> int:
+def parse_spec(text: str) -> list[dict]:
+    """The evaluations of ``--spec`` (JSON text, or ``@FILE``), checked; raises ``UserError`` naming the
+    evaluation and the key that is wrong."""
     import json
-    import os
 
-    from ..data.catalog import DatasetCatalog
-    from ..engine.checkpointer import load_model_weights
-    from ..engine.defaults import default_setup, evaluate_datasets
     from ..errors import UserError
-    from ..modeling import build_model
-    from ..tracking import Tracker, data_tags, default_tags, flatten_metrics, non_default_params, parse_tags, run_name
-    from ..modeling.bf16 import apply_test_precision
-    from ..utils.env import resolve_device
 
-    cfg = config_from_args(args)
-    datasets = list(args.dataset) or list(cfg.DATASETS.TEST)
-    if not datasets:
+    source = "--spec"
+    if text.startswith("@"):
+        source = text[1:]
+        try:
+            with open(source, encoding="utf-8") as fh:
+                text = fh.read()
+        except OSError as err:
+            raise UserError(f"masqclip eval --spec: cannot read {source}: {err.strerror or err}") from None
+    try:
+        spec = json.loads(text)
+    except ValueError as err:
+        raise UserError(f"masqclip eval: {source} is not valid JSON: {err}") from None
+    if not isinstance(spec, list) or not spec:
+        raise UserError(f"masqclip eval: {source} must be a non-empty JSON list of evaluations")
+    outputs = set()
+    for i, item in enumerate(spec):
+        where = f"masqclip eval: {source}[{i}]"
+        if not isinstance(item, dict):
+            raise UserError(f"{where} must be an object with keys {sorted(SPEC_KEYS)}")
+        unknown = sorted(set(item) - SPEC_KEYS)
+        if unknown:
+            raise UserError(f"{where}: unknown key(s) {unknown} (known: {sorted(SPEC_KEYS)})")
+        for key in ("config_file", "dataset", "output"):
+            if not isinstance(item.get(key), str) or not item[key]:
+                raise UserError(f"{where}.{key} must be a non-empty string")
+        opts = item.get("opts", [])
+        if not isinstance(opts, list) or len(opts) % 2 or not all(isinstance(o, str) for o in opts):
+            raise UserError(f"{where}.opts must be a list of strings KEY, VALUE, ... (an even number)")
+        tags = item.get("tags", {})
+        if not isinstance(tags, dict) or not all(isinstance(v, (str, int, float)) for v in tags.values()):
+            raise UserError(f"{where}.tags must be an object of KEY: VALUE strings")
+        if item["output"] in outputs:
+            raise UserError(f"{where}.output: {item['output']!r} is written by an earlier evaluation too")
+        outputs.add(item["output"])
+    return spec
+
+
+def model_key(cfg) -> str:
+    """What decides a built model (its config without the test-time keys): equal keys share a model."""
+    clone = cfg.clone().defrost()
+    for key in TEST_TIME_KEYS:
+        *path, leaf = key.split(".")
+        node = clone
+        for part in path:
+            node = getattr(node, part)
+        setattr(node, leaf, None)
+    return clone.dump()
+
+
+def reconfigure_for_test(model, cfg) -> None:
+    """Set the test-time post-processing of a built model from ``cfg`` (``TEST_TIME_KEYS``), as
+    building it from ``cfg`` would have."""
+    from ..data.catalog import MetadataCatalog
+
+    mf = cfg.MODEL.MASK_FORMER
+    names = list(cfg.DATASETS.TEST) or list(cfg.DATASETS.TRAIN)
+    meta = MetadataCatalog.get(names[0]) if names else {}
+    model.object_mask_threshold = mf.TEST.OBJECT_MASK_THRESHOLD
+    model.overlap_threshold = mf.TEST.OVERLAP_THRESHOLD
+    model.sem_seg_postprocess_before_inference = (mf.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE
+                                                  or mf.TEST.PANOPTIC_ON or mf.TEST.INSTANCE_ON)
+    model.semantic_on, model.panoptic_on, model.instance_on = mf.TEST.SEMANTIC_ON, mf.TEST.PANOPTIC_ON, mf.TEST.INSTANCE_ON
+    model.test_topk_per_image = cfg.TEST.DETECTIONS_PER_IMAGE
+    model.thing_ids = list(meta.get("thing_dataset_id_to_contiguous_id", {}).values())
+    if hasattr(model, "use_object_score"):
+        from ..modeling.meta_arch.masq_tuning import _dataset_vocabulary
+
+        model.use_object_score = cfg.MODEL.MASQ_CLIP.USE_OBJECT_SCORE
+        vocab = list(cfg.MODEL.MASQ_CLIP.VOCABULARY) or _dataset_vocabulary(cfg.DATASETS.TEST)
+        model.test_vocabulary = list(vocab) if vocab else None
+
+
+def main(args) -> int:
+    import argparse
+
+    from ..errors import UserError
+
+    if not args.spec:
+        jobs = [dict(config_file=args.config_file, datasets=list(args.dataset), output=args.output, opts=args.opts,
+                     tags=list(args.tag))]
+    else:
+        if args.config_file or args.dataset or args.output or args.opts:
+            raise UserError("masqclip eval: --spec replaces --config-file, --dataset, --output and KEY VALUE; "
+                            "give either --spec or those")
+        jobs = [dict(config_file=e["config_file"], datasets=[e["dataset"]], output=e["output"],
+                     opts=list(e.get("opts", [])),
+                     tags=list(args.tag) + [f"{k}={v}" for k, v in e.get("tags", {}).items()])
+                for e in parse_spec(args.spec)]
+    cfgs = [config_from_args(argparse.Namespace(config_file=j["config_file"], opts=j["opts"])) for j in jobs]
+    for job, cfg in zip(jobs, cfgs):  # every evaluation checked before the first model is built
+        _check(job, cfg)
+    built = None  # (model key, model)
+    for job, cfg in zip(jobs, cfgs):
+        built = _evaluate(job, cfg, args.experiment, built)
+    return 0
+
+
+def _check(job: dict, cfg) -> None:
+    from ..data.catalog import DatasetCatalog
+    from ..errors import UserError
+    from ..tracking import parse_tags
+
+    job["datasets"] = job["datasets"] or list(cfg.DATASETS.TEST)
+    if not job["datasets"]:
         raise UserError("masqclip eval: no dataset: pass --dataset NAME or set DATASETS.TEST")
     if not cfg.MODEL.WEIGHTS:
         raise UserError("masqclip eval: MODEL.WEIGHTS is not set (the checkpoint to evaluate)")
-    DatasetCatalog.require(*datasets)  # a misspelt name fails now, not after the model is built
+    DatasetCatalog.require(*job["datasets"])  # a misspelt name fails now, not after the model is built
     try:
-        extra_tags = parse_tags(args.tag)
+        job["tag_dict"] = parse_tags(job["tags"])
     except ValueError as err:
         raise UserError(str(err)) from None
-    cfg = default_setup(cfg, rank=0)
-    model = build_model(cfg).to(resolve_device(cfg.MODEL.DEVICE))
-    load_model_weights(model, cfg.MODEL.WEIGHTS, strict=True)  # a partial checkpoint would score a random model
-    apply_test_precision(cfg, model)
-    outputs = output_paths(args.output or os.path.join(cfg.OUTPUT_DIR, "metrics.json"), datasets)
+
+
+def _evaluate(job: dict, cfg, experiment: str, built):
+    """One evaluation (one MLflow run and metrics file per dataset); reuses ``built`` = (key, model)
+    when only test-time keys differ. Returns the (key, model) it used."""
+    import json
+    import os
+
+    from ..engine.checkpointer import load_model_weights
+    from ..engine.defaults import default_setup, evaluate_datasets
+    from ..modeling import build_model
+    from ..modeling.bf16 import apply_test_precision
+    from ..tracking import Tracker, data_tags, default_tags, flatten_metrics, non_default_params, run_name
+    from ..utils.env import resolve_device
+    from ..utils.logger import get_logger
+
+    cfg = default_setup(cfg, rank=0)  # seeds as a fresh process would, before any build
+    key = model_key(cfg)
+    if built is not None and built[0] == key:
+        model = built[1]
+        reconfigure_for_test(model, cfg)
+        get_logger("eval").info("model reused: only test-time options differ from the previous evaluation")
+    else:
+        built = None  # free the previous model before building the next
+        model = build_model(cfg).to(resolve_device(cfg.MODEL.DEVICE))
+        load_model_weights(model, cfg.MODEL.WEIGHTS, strict=True)  # a partial checkpoint would score a random model
+        apply_test_precision(cfg, model)
+    datasets = job["datasets"]
+    outputs = output_paths(job["output"] or os.path.join(cfg.OUTPUT_DIR, "metrics.json"), datasets)
     for name in datasets:
-        tracker = Tracker.from_config(cfg, experiment=args.experiment)
-        tags = default_tags(cfg, job="eval", dataset=name, extra=extra_tags)
+        tracker = Tracker.from_config(cfg, experiment=experiment)
+        tags = default_tags(cfg, job="eval", dataset=name, extra=job["tag_dict"])
         tracker.start(run_name=run_name(tags), tags=tags, params=non_default_params(cfg))
         try:
             results = evaluate_datasets(cfg, model, [name], os.path.join(cfg.OUTPUT_DIR, "inference"))[name]
         except BaseException:
             tracker.end("FAILED")
             raise
-        record = {"dataset": name, "config": args.config_file, "weights": cfg.MODEL.WEIGHTS, "results": results,
+        record = {"dataset": name, "config": job["config_file"], "weights": cfg.MODEL.WEIGHTS, "results": results,
                   "data": data_tags([name]).get(f"data.{name}", "")}  # the preparation manifest it was scored on
         path = outputs[name]
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w", encoding="utf-8") as fh:
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(record, fh, indent=2)
+        os.replace(tmp, path)  # a killed job never leaves a half-written metrics file
         print(json.dumps(record, indent=2))
         tracker.log_metrics(flatten_metrics(results))
         tracker.log_artifact(path)
         tracker.log_artifact(os.path.join(cfg.OUTPUT_DIR, "config.yaml"))  # the full config
         tracker.log_datasets([name], "evaluation")
         tracker.end()
-    return 0
+    return key, model

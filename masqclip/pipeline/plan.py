@@ -178,6 +178,56 @@ class Evaluation:
         return EvaluationEntry(setting=self.setting, stage=self.stage, round=self.round, seed=self.seed,
                                variant=self.variant, test=self.test, dataset=self.dataset, metrics=self.path)
 
+    def spec(self) -> dict:
+        """This evaluation as one item of ``masqclip eval --spec``: config, test set, metrics file, its
+        ``KEY VALUE`` overrides (``MODEL.WEIGHTS`` first) and its MLflow tags."""
+        opts = ["MODEL.WEIGHTS", self.weights]
+        for key, value in self.opts.items():
+            opts += [key, format_value(value)]
+        tags = {"setting": self.setting, "stage": self.stage, "round": str(self.round), "seed": str(self.seed),
+                "variant": self.variant, "test": self.test, "dataset": self.dataset}
+        return {"config_file": self.config, "dataset": self.dataset, "output": self.path, "opts": opts, "tags": tags}
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    """One ``masqclip eval --spec`` job: every planned evaluation of one trained model (setting, seed,
+    weights file), so that process start-up and the model build are paid once per model."""
+
+    setting: str
+    seed: int
+    model: str  # the evaluated stage and round, e.g. "tuning2", "student1", "control1"
+    evaluations: tuple
+
+    @property
+    def name(self) -> str:
+        """The job's rule name: ``evaluate_<setting>_seed<seed>_<model>`` (letters, digits, '_')."""
+        return "_".join(["evaluate", self.setting.replace("-", "_"), f"seed{self.seed}", self.model])
+
+    @property
+    def weights(self) -> str:
+        return self.evaluations[0].weights
+
+    @property
+    def outputs(self) -> list[str]:
+        return [e.path for e in self.evaluations]
+
+    @property
+    def configs(self) -> list[str]:
+        return list(dict.fromkeys(e.config for e in self.evaluations))
+
+    @property
+    def inputs(self) -> list[str]:
+        return list(dict.fromkeys(i for e in self.evaluations for i in e.inputs))
+
+    @property
+    def config_sigs(self) -> list[str]:
+        return [e.config_sig for e in self.evaluations]
+
+    def spec(self) -> str:
+        """The JSON list ``masqclip eval --spec`` reads (one item per evaluation, plan order)."""
+        return json.dumps([e.spec() for e in self.evaluations], sort_keys=True)
+
 
 class Plan:
     """Everything a validated pipeline config asks for. Build with :meth:`from_config`."""
@@ -487,6 +537,23 @@ class Plan:
                     evals.append(self._evaluation(setting, round_variant(rnd), rounds["test"],
                                                   stage=self.stages[("tuning", setting, rnd, seed)]))
         return evals
+
+    def eval_jobs(self) -> list[EvalJob]:
+        """The evaluations grouped into one job per evaluated model (setting, seed, weights file), in
+        plan order; a model evaluated under two configs (the frozen-CLIP variant and the proposals of
+        the same student) is still one job."""
+        groups: dict[tuple, list[Evaluation]] = {}
+        for ev in self.evaluations:
+            groups.setdefault((ev.setting, ev.seed, ev.weights), []).append(ev)
+        jobs, names = [], {}
+        for (setting, seed, _), evals in groups.items():
+            model = f"{evals[0].stage}{evals[0].round}"
+            job = EvalJob(setting=setting, seed=seed, model=model, evaluations=tuple(evals))
+            names[job.name] = names.get(job.name, 0) + 1
+            if names[job.name] > 1:  # two given files of one stage: keep the names unique
+                job = EvalJob(setting=setting, seed=seed, model=f"{model}_{names[job.name]}", evaluations=tuple(evals))
+            jobs.append(job)
+        return jobs
 
     def evaluation(self, setting: str, variant: str, test: str, seed: int | None = None) -> Evaluation:
         seed = self.seed if seed is None else int(seed)

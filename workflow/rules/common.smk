@@ -88,11 +88,6 @@ def train_outputs(folder):
     return {"weights": protected(weights), "curve": curve, "metrics": metrics}
 
 
-def evaluation(wc):
-    """The planned evaluation (``masqclip.pipeline.Evaluation``) the wildcards name."""
-    return PLAN.evaluation(wc.setting, wc.variant, wc.test, int(wc.seed))
-
-
 def output_dir(wildcards, output):
     """Folder of a job's first output (OUTPUT_DIR of training, --output-dir of tables/plots)."""
     return os.path.dirname(output[0])
