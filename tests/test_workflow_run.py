@@ -11,19 +11,21 @@ import re
 import pytest
 import yaml
 
-from workflow_support import install_stub_cli, job_counts, scratch_config, snakemake
+from workflow_support import expand_eval_calls, install_stub_cli, job_counts, scratch_config, snakemake
 
 # The embedded default, counted by hand from config/config.yaml (base-novel K = 2 rounds, the
 # rounds ablation without tuning each round, with its control; cross-dataset 1 round): teacher per
 # setting, students 2 + 1, the control 1; MasQ-Tuning of the last round per setting; evaluations:
 # base-novel 3 tests + object score off + frozen CLIP + proposals of rounds 0..2 and of the control
-# = 9, cross-dataset 2 tests; qualitative 2 + 1.
+# = 9, cross-dataset 2 tests, in one evaluation job per evaluated model: base-novel MasQ-Tuning
+# (4), student 2 (frozen CLIP, proposals), student 1, teacher, control; cross-dataset MasQ-Tuning
+# (2) = 6; qualitative 2 + 1.
 DEFAULT_JOBS = {"prepare": 1, "pretrain_clip": 1, "train_teacher": 2, "train_student": 3, "train_control": 1,
-                "train_tuning": 2, "evaluate": 11, "qualitative": 3, "manifest": 1, "tables": 1, "plots": 1, "front_page": 1, "all": 1}
-# After a change of the base-novel MasQ-Tuning overrides: its tuning job, the 4 evaluations of the
-# tuned model (3 tests, object score off; not frozen CLIP, not proposals), the 2 base-novel
+                "train_tuning": 2, "evaluate": 6, "qualitative": 3, "manifest": 1, "tables": 1, "plots": 1, "front_page": 1, "all": 1}
+# After a change of the base-novel MasQ-Tuning overrides: its tuning job, the evaluation job of the
+# tuned model (its 4 evaluations: 3 tests, object score off; not frozen CLIP, not proposals), the 2 base-novel
 # qualitative figures, the manifest (its paths changed), tables, plots.
-RETUNE_JOBS = {"train_tuning": 1, "evaluate": 4, "qualitative": 2, "manifest": 1, "tables": 1, "plots": 1, "front_page": 1, "all": 1}
+RETUNE_JOBS = {"train_tuning": 1, "evaluate": 1, "qualitative": 2, "manifest": 1, "tables": 1, "plots": 1, "front_page": 1, "all": 1}
 
 pytestmark = pytest.mark.slow  # the module's two workflow runs take ~45 s on 2 busy cores
 
@@ -68,7 +70,9 @@ def test_commands_follow_the_cli_contract(finished_run):
         weights = call[call.index("MODEL.WEIGHTS") + 1]
         assert weights == call[call.index("MODEL.DISTILL.TEACHER_WEIGHTS") + 1]
         assert os.path.exists(weights)
-    evals = [c for c in calls if c[0] == "eval"]
+    assert len([c for c in calls if c[0] == "eval"]) == DEFAULT_JOBS["evaluate"]  # one process per evaluated model
+    evals = [c for c in expand_eval_calls(calls) if c[0] == "eval"]
+    assert len(evals) == 11
     no_obj = [c for c in evals if "no-objscore" in c[c.index("--output") + 1]]
     frozen = [c for c in evals if "frozen-clip" in c[c.index("--output") + 1]]
     assert no_obj and all(c[c.index("MODEL.MASQ_CLIP.USE_OBJECT_SCORE") + 1] == "False" for c in no_obj)

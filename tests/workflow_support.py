@@ -3,6 +3,7 @@ directory, a stand-in ``masqclip`` CLI, and running Snakemake on the repository'
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import subprocess
@@ -60,14 +61,19 @@ STUB_CLI = textwrap.dedent('''\
         (out / "metrics.jsonl").write_text("".join(
             json.dumps({{"iteration": i, "total_loss": 10.0 / (i + 1)}}) + "\\n" for i in range(5)))
         (out / "train_metrics.json").write_text(json.dumps({{"iterations": 5}}))
-    elif args[0] == "eval":
-        out = Path(opt("--output")); out.parent.mkdir(parents=True, exist_ok=True)
+    elif args[0] == "eval":  # --spec: every evaluation of one model (one item each, as the real CLI reads it)
         results = {{"segm": {{"AP": 30.0, "AP50": 50.0, "AP50_base": 60.0, "AP50_novel": 40.0}},
                    "proposals": {{"AR@100": 70.0, "AR@100_base": 80.0, "AR@100_novel": 60.0}},
                    "panoptic_seg": {{"PQ": 20.0, "PQ_th": 18.0, "PQ_st": 25.0}},
                    "sem_seg": {{"mIoU": 33.0}}}}
-        out.write_text(json.dumps({{"dataset": opt("--dataset"), "config": opt("--config-file"),
-                                   "weights": opt("MODEL.WEIGHTS"), "results": results}}))
+        items = json.loads(opt("--spec")) if "--spec" in args else [{{
+            "config_file": opt("--config-file"), "dataset": opt("--dataset"), "output": opt("--output"),
+            "opts": args[args.index("MODEL.WEIGHTS"):]}}]
+        for item in items:
+            out = Path(item["output"]); out.parent.mkdir(parents=True, exist_ok=True)
+            weights = item["opts"][item["opts"].index("MODEL.WEIGHTS") + 1]
+            out.write_text(json.dumps({{"dataset": item["dataset"], "config": item["config_file"],
+                                       "weights": weights, "results": results}}))
     elif args[0] == "predict":
         import matplotlib; matplotlib.use("Agg"); import matplotlib.pyplot as plt
         out = Path(opt("--output")); out.parent.mkdir(parents=True, exist_ok=True)
@@ -139,6 +145,21 @@ def snakemake(*args: str, workdir: Path, env: dict | None = None, timeout: int =
     return subprocess.run(cmd, cwd=workdir, env=env or base_env(), capture_output=True, text=True, timeout=timeout)
 
 
+def expand_eval_calls(calls: list[list[str]]) -> list[list[str]]:
+    """Logged stand-in calls with each ``eval --spec`` job (one per evaluated model) replaced by one
+    single-evaluation call per item: ``eval --config-file F --dataset D --output O --tag K=V ... KEY VALUE ...``."""
+    out = []
+    for call in calls:
+        if call[0] != "eval" or "--spec" not in call:
+            out.append(call)
+            continue
+        for item in json.loads(call[call.index("--spec") + 1]):
+            tags = [a for k, v in item.get("tags", {}).items() for a in ("--tag", f"{k}={v}")]
+            out.append(["eval", "--config-file", item["config_file"], "--dataset", item["dataset"], "--output",
+                        item["output"], *tags, *item.get("opts", [])])
+    return out
+
+
 def job_counts(output: str) -> Counter:
     """``{rule: count}`` from the "Job stats" table of a Snakemake (dry-)run."""
     counts: Counter = Counter()
@@ -149,6 +170,6 @@ def job_counts(output: str) -> Counter:
         m = re.fullmatch(r"\s*(\w+)\s+(\d+)\s*", line)
         if not m:
             break
-        if m.group(1) != "total":
-            counts[m.group(1)] = int(m.group(2))
+        if m.group(1) != "total":  # the evaluation jobs (one rule per evaluated model) count as "evaluate"
+            counts["evaluate" if m.group(1).startswith("evaluate_") else m.group(1)] += int(m.group(2))
     return counts

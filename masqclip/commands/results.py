@@ -4,6 +4,7 @@
   masqclip results plots --manifest results/manifest.json --output-dir results/plots
   masqclip results front-page --output results/report/front.html TABLE.html ... PLOT.png ...
   masqclip results compare [--invocation ID] [--setting base-novel] [--test generalized] [--metric segm/AP50_novel]
+  masqclip results timeline [--log .snakemake/log/X.snakemake.log] [--output results/plots/timeline.png]
 
 The manifest lists every table and plot, and every metrics file with its setting, stage, round,
 seed, variant and test; nothing is read from file or folder names. With several seeds the tables
@@ -35,6 +36,11 @@ def add_arguments(parser) -> None:
     compare.add_argument("--test", default="", help="only this test set (e.g. generalized)")
     compare.add_argument("--metric", action="append", default=[], help="metric column (repeat); default: AP50 "
                          "novel/base/all, novel recall, PQ, mIoU")
+    timeline = sub.add_parser("timeline", help="a run's jobs on a time axis (PNG/SVG) and where the minutes go "
+                              "per stage, from its Snakemake log")
+    timeline.add_argument("--log", default="", help="the Snakemake log (default: the newest .snakemake/log/*.snakemake.log)")
+    timeline.add_argument("--output", default="results/plots/timeline.png", help="plot file (.png or .svg)")
+    timeline.add_argument("--table", default="", help="Markdown table file (default: the plot's name with .md)")
     sub.choices["tables"].add_argument(
         "--miou-convention", choices=("gt", "d2v06"), default=None,
         help="semantic mIoU in the tables: over ground-truth classes (gt, detectron2 since 2022-07) or "
@@ -46,6 +52,8 @@ def main(args: argparse.Namespace) -> int:
         return _front_page(args)
     if args.what == "compare":
         return _compare(args)
+    if args.what == "timeline":
+        return _timeline(args)
     from ..manifest import Manifest
 
     manifest = Manifest.read(args.manifest)  # a missing or malformed file: one line, exit 2 (UserError)
@@ -59,6 +67,26 @@ def main(args: argparse.Namespace) -> int:
         written = make_plots(manifest, args.output_dir)
     for path in written:
         print(path)
+    return 0
+
+
+def _timeline(args: argparse.Namespace) -> int:
+    import os
+
+    from ..errors import UserError
+    from ..results.timeline import newest_log, parse_log, plot_timeline
+
+    if os.path.splitext(args.output)[1].lower() not in (".png", ".svg"):
+        raise UserError(f"masqclip results timeline --output {args.output}: must end in .png or .svg")
+    timeline = parse_log(args.log or newest_log("."))
+    table = args.table or os.path.splitext(args.output)[0] + ".md"
+    text = timeline.markdown()
+    plot_timeline(timeline, args.output)
+    with open(table, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    print(text, end="")
+    print(args.output)
+    print(table)
     return 0
 
 
