@@ -71,11 +71,19 @@ def flags(args: dict[str, Any]) -> str:
     return " ".join(out)
 
 
+_CONTENT_CACHE: dict[str, dict] = {}  # path -> merged YAML; emptied when a Plan is built
+
+
 def model_config_content(path: str) -> dict:
-    """The YAML at ``path`` with its ``_BASE_`` chain merged (what a signature hashes)."""
+    """The YAML at ``path`` with its ``_BASE_`` chain merged (what a signature hashes); read once per
+    plan (a Snakemake start asks for the same few files dozens of times)."""
+    import copy
+
     from ..config import load_yaml_with_base
 
-    return load_yaml_with_base(path)
+    if path not in _CONTENT_CACHE:
+        _CONTENT_CACHE[path] = load_yaml_with_base(path)
+    return copy.deepcopy(_CONTENT_CACHE[path])
 
 
 def hash_cache_file() -> Path:
@@ -233,6 +241,7 @@ class Plan:
     """Everything a validated pipeline config asks for. Build with :meth:`from_config`."""
 
     def __init__(self, *, config: dict, check_model_configs: bool = False):
+        _CONTENT_CACHE.clear()  # each plan reads the model YAMLs as they are now
         self.config = config
         self.results = config["results"].rstrip("/")
         self.data_root = config["data_root"].rstrip("/")
