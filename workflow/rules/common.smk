@@ -32,6 +32,19 @@ envvars:
 # starts; its id reaches every job through $MASQCLIP_PARENT_RUN_ID, so each job's run is its child.
 # At the end it gets the tables and plots as artifacts and the tables' first rows as metrics.
 # Tracking failures are warnings: they never stop the workflow. Not run by dry runs or --report.
+def tracking_store_init():
+    """What `masqclip track init` does, in this process (which imports MLflow for the parent run
+    anyway): no second Python start before the first job."""
+    import sys
+
+    from masqclip.tracking import init_store
+
+    try:
+        init_store(os.environ["MLFLOW_TRACKING_URI"])
+    except Exception as err:  # noqa: BLE001 - tracking never stops the workflow
+        print(f"warning: masqclip track init failed ({err}); jobs track as they can", file=sys.stderr)
+
+
 def pipeline_run_start():
     from masqclip.tracking import PARENT_RUN_ENV, start_pipeline_run
 
@@ -48,7 +61,7 @@ def pipeline_run_end(status):
 
 
 onstart:
-    shell("masqclip track init > /dev/null 2>&1 || echo 'warning: masqclip track init failed; jobs track as they can' >&2")
+    tracking_store_init()
     pipeline_run_start()
 
 
