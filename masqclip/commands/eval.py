@@ -202,8 +202,8 @@ def _evaluate(job: dict, cfg, experiment: str, built):
     from ..utils.env import resolve_device
     from ..utils.logger import get_logger
 
+    key = model_key(cfg)  # before the set-up draws a seed for SEED -1: equal configs share the model
     cfg = default_setup(cfg, rank=0)  # seeds as a fresh process would, before any build
-    key = model_key(cfg)
     if built is not None and built[0] == key:
         model = built[1]
         reconfigure_for_test(model, cfg)

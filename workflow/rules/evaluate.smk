@@ -24,6 +24,7 @@ for _job in PLAN.eval_jobs():
             f"{R}/logs/eval/{_job.setting}/seed{_job.seed}/{_job.model}.log",
         benchmark:
             f"{R}/benchmarks/eval/{_job.setting}/seed{_job.seed}/{_job.model}.tsv"
+        priority: 1 if _job.evaluations[0].stage == "tuning" else 0  # the final models' results end the run
         resources:
             **res("evaluate"),
         conda:
