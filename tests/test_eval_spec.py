@@ -30,12 +30,20 @@ REUSED = 3  # "no_obj", "novel" and "sem" reuse the model of "all"; "frozen" bui
 
 @pytest.fixture()
 def tiny_model(tmp_path, tiny_world, monkeypatch):
-    """A tiny MasQ-Tuning config file (test sets' own vocabularies) and a checkpoint of it."""
+    """A tiny MasQ-Tuning config file (test sets' own vocabularies, CLIP weights from a file, a seed
+    drawn per job as in the synthetic configs) and a checkpoint of it."""
+    from masqclip.modeling.clip.factory import create_clip
+
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tiny_world))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.setenv("MASQCLIP_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    clip_file = tmp_path / "tiny_clip.pt"
+    torch.save(create_clip(model_name="masqclip-tiny", pretrained="").state_dict(), clip_file)
     opts = [str(v) if not isinstance(v, list) else repr(v) for v in TINY]
     cfg = setup_cfg(None, opts + ["MODEL.MASQ_CLIP.VOCABULARY", "[]", "INPUT.MIN_SIZE_TEST", "64",
-                                  "INPUT.MAX_SIZE_TEST", "128", "SEED", "5"], freeze=False)
+                                  "INPUT.MAX_SIZE_TEST", "128", "SEED", "-1",
+                                  "MODEL.MASQ_CLIP.PRETRAINED", str(clip_file)], freeze=False)
     config = tmp_path / "tiny.yaml"
     config.write_text(cfg.dump())
     torch.manual_seed(0)
