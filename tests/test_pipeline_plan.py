@@ -323,3 +323,39 @@ def test_given_last_student_is_tuned_and_nothing_before_it_runs(config, tmp_path
     assert keys == {("student", "cross-dataset", 1), ("tuning", "cross-dataset", 1)}
     tuning = plan.final_stage("cross-dataset")
     assert tuning.trained and tuning.opts["MODEL.WEIGHTS"] == str(student_file) and str(student_file) in tuning.inputs
+
+
+def test_one_eval_job_per_evaluated_model(config):
+    """Every evaluation in exactly one job; a job evaluates one weights file of one setting and seed;
+    its spec is what ``masqclip eval --spec`` reads, item for item the single-evaluation command."""
+    import json
+
+    from masqclip.commands.eval import parse_spec
+    from masqclip.config import setup_cfg
+
+    config["seeds"] = [0, 1]
+    plan = Plan.from_config(config)
+    jobs = plan.eval_jobs()
+    assert sorted(e.path for j in jobs for e in j.evaluations) == sorted(e.path for e in plan.evaluations)
+    assert len({j.name for j in jobs}) == len(jobs) == 12  # per seed: 6 models, 11 evaluations
+    assert all(re.fullmatch(r"evaluate_[a-z_]+_seed\d_[a-z]+\d", j.name) for j in jobs)
+    for job in jobs:
+        assert {(e.setting, e.seed, e.weights) for e in job.evaluations} == {(job.setting, job.seed, job.weights)}
+        assert job.outputs == [e.path for e in job.evaluations]
+        assert set(job.inputs) == {i for e in job.evaluations for i in e.inputs}
+        items = parse_spec(job.spec())
+        for item, ev in zip(items, job.evaluations, strict=True):
+            assert (item["config_file"], item["dataset"], item["output"]) == (ev.config, ev.dataset, ev.path)
+            assert item["opts"][:2] == ["MODEL.WEIGHTS", ev.weights]
+            assert item["opts"][2:] == shlex.split(format_opts(ev.opts))  # the same KEY VALUE tokens as one eval
+            assert item["tags"] == {"setting": ev.setting, "stage": ev.stage, "round": str(ev.round),
+                                    "seed": str(ev.seed), "variant": ev.variant, "test": ev.test,
+                                    "dataset": ev.dataset}
+            setup_cfg(item["config_file"], item["opts"])  # loads as the job will
+        assert json.loads(job.spec()) == items
+    final = next(j for j in jobs if j.name == "evaluate_base_novel_seed1_tuning2")
+    assert [(e.variant, e.test) for e in final.evaluations] == [
+        ("masqclip", "constrained_base"), ("masqclip", "constrained_novel"), ("masqclip", "generalized"),
+        ("no-objscore", "generalized")]
+    student = next(j for j in jobs if j.name == "evaluate_base_novel_seed0_student2")
+    assert {e.variant for e in student.evaluations} == {"frozen-clip", "proposals-r2"}  # one weights file, two configs
