@@ -132,3 +132,35 @@ def test_spec_excludes_single_evaluation_arguments(capsys, tmp_path):
     assert "--spec replaces" in capsys.readouterr().err
     assert cli(["eval", "--spec", f"@{tmp_path}/absent.json"]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_killed_job_reruns_to_the_same_result(tiny_model, tmp_path):
+    """A real ``masqclip eval --spec`` process killed after its first evaluation leaves that metrics
+    file complete and no other; running the job again writes the same numbers."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config, weights = tiny_model
+    outputs = [tmp_path / "m" / f"{name}.json" for name, *_ in EVALS[:3]]
+    spec = json.dumps([{"config_file": str(config), "dataset": dataset, "output": str(out),
+                        "opts": _opts(tmp_path / "eval" / name, weights, extra)}
+                       for (name, dataset, extra), out in zip(EVALS[:3], outputs)])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "masqclip.cli", "eval", "--spec", spec], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not outputs[0].exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert outputs[0].exists(), "the job ended before its first metrics file"
+    first = json.loads(outputs[0].read_text())  # complete: written to a temporary name, then renamed
+    assert not outputs[2].exists()
+    subprocess.run([sys.executable, "-m", "masqclip.cli", "eval", "--spec", spec], env=env, check=True,
+                   capture_output=True)
+    assert json.loads(outputs[0].read_text())["results"] == first["results"]
+    assert all(json.loads(o.read_text())["results"] for o in outputs)

@@ -657,13 +657,20 @@ class Plan:
     def check_model_configs(self) -> None:
         """Load every (model config, overrides) pair through masqclip's config system: an unknown key
         or a wrong type raises ``ConfigError`` naming the key and the file, before any job runs."""
-        from ..config import setup_cfg
+        from ..config import get_cfg, validate_config
 
         seen = set()
+        loaded = {}  # each YAML read once (as setup_cfg would: defaults <- file <- overrides)
         pairs = [(s.config, s.command_opts()) for s in self.stages.values() if s.trained]
         pairs += [(e.config, format_opts(e.opts)) for e in self.evaluations]
         for cfg_file, opts in pairs:
             if (cfg_file, opts) in seen:
                 continue
             seen.add((cfg_file, opts))
-            setup_cfg(cfg_file, shlex.split(opts))
+            if cfg_file not in loaded:
+                loaded[cfg_file] = get_cfg()
+                if cfg_file:
+                    loaded[cfg_file].merge_from_file(cfg_file)
+            cfg = loaded[cfg_file].clone()
+            cfg.merge_from_list(shlex.split(opts))
+            validate_config(cfg, cfg_file or "")
