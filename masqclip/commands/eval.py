@@ -15,7 +15,7 @@ for evaluations whose configs differ only in test-time post-processing (threshol
 it is rebuilt where anything else differs. One MLflow run and one metrics JSON per evaluation, as
 if each ran alone. The workflow runs one such job per trained model.
 
-examples:
+example:
   masqclip eval --config-file config/models/synthetic/tuning.yaml --dataset synthetic_instance_val_all \\
       --output results/metrics/generalized.json MODEL.WEIGHTS results/models/tuning/model_final.pth
   masqclip eval --spec '[{"config_file": "config/models/synthetic/tuning.yaml",
