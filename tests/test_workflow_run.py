@@ -152,3 +152,19 @@ def test_changed_tuning_config_reruns_only_tuning_and_dependants(finished_run):
     trained = sorted(c[c.index("--tag") + 3] for c in new_calls if c[0] == "train")
     assert trained == ["stage=tuning"]
     assert all("SOLVER.BASE_LR" in c for c in new_calls if c[0] == "train")
+
+
+def test_timeline_of_the_run(finished_run):
+    """``masqclip results timeline`` on this run's own Snakemake log: every job, the evaluation jobs
+    one per model, CPU seconds from the benchmark files, a critical path through real dependencies."""
+    from masqclip.results.timeline import parse_log
+
+    tmp, _, _, _ = finished_run
+    first = sorted((tmp / ".snakemake" / "log").glob("*.snakemake.log"))[0]  # the first run (later tests run more)
+    timeline = parse_log(str(first))
+    assert len(timeline.jobs) == sum(DEFAULT_JOBS.values())
+    rows = {r["stage"]: r for r in timeline.stage_rows()}
+    assert rows["evaluation"]["jobs"] == DEFAULT_JOBS["evaluate"] == rows["evaluation"]["cpu_jobs"]
+    path = timeline.critical_path()
+    assert path[0].rule == "prepare" and path[-1].rule == "all"
+    assert all(set(a.outputs) & set(b.inputs) for a, b in zip(path, path[1:]))
