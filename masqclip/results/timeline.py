@@ -335,7 +335,7 @@ def plot_timeline(timeline: Timeline, output: str) -> str:
         handles.append(Patch(color=STARTUP_COLOUR, label="Snakemake start-up"))
     handles.append(Patch(facecolor="white", edgecolor="black", linewidth=1.6, label="critical path"))
     fig.tight_layout()
-    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 10),
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(handles) if len(handles) <= 8 else -(-len(handles) // 2),
                fontsize=8, frameon=False)  # below the figure: savefig's tight box takes it in
     ax.set_title(f"{len(timeline.jobs)} jobs, {_mmss(timeline.wall)} from Snakemake's start "
                  f"({os.path.basename(timeline.log)})", fontsize=10)
