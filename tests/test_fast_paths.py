@@ -78,6 +78,33 @@ def test_folded_conv_equals_conv_then_frozen_bn(bias, activation):
     assert conv.weight.dtype == torch.float32 and not hasattr(conv, "_folded")
 
 
+def test_folded_weights_are_computed_once_and_again_after_any_change():
+    """Inference keeps the folded weights while nothing they derive from changes, and folds again
+    after an in-place change, a state-dict load or new statistics (never a stale result)."""
+    gen = torch.Generator().manual_seed(3)
+    conv = Conv2d(4, 6, 3, padding=1, bias=True, norm=_random_frozen_bn(6, gen))
+    x = torch.randn(2, 4, 9, 11, generator=gen)
+
+    def reference():
+        return conv.norm(F.conv2d(x, conv.weight, conv.bias, padding=1))
+
+    with torch.no_grad():
+        first = conv(x)
+        folded = conv.__dict__["_fold_cache"][1][0]
+        torch.testing.assert_close(conv(x), first, rtol=0, atol=0)
+        assert conv.__dict__["_fold_cache"][1][0] is folded  # reused, not recomputed
+        changes = (lambda: conv.weight.mul_(-2), lambda: conv.bias.add_(1), lambda: conv.norm.running_var.mul_(3),
+                   lambda: conv.norm.weight.add_(0.5),
+                   lambda: conv.load_state_dict({k: torch.randn(v.shape, generator=gen).abs() + 0.1
+                                                 for k, v in conv.state_dict().items()}))
+        for change in changes:
+            change()
+            torch.testing.assert_close(conv(x), reference(), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(conv(x.contiguous(memory_format=torch.channels_last)), reference(),
+                                       rtol=1e-5, atol=1e-5)
+    assert all("fold" not in k for k in conv.state_dict())
+
+
 def test_backbone_inference_equals_unfolded_reference(repo_dir):
     """The whole ResNet (frozen BN everywhere, in-place residuals at inference) against the same
     network with every norm applied as a separate step."""

@@ -98,6 +98,16 @@ def get_norm(norm: str, out_channels: int) -> nn.Module | None:
     raise ValueError(f"unknown norm {norm!r}; expected one of FrozenBN, BN, SyncBN, GN or ''")
 
 
+def _onednn_conv(x: torch.Tensor, kh: int, kw: int, groups: int) -> bool:
+    """Whether PyTorch runs this fp32 CPU convolution with oneDNN (which takes a channels-last weight
+    as it is) rather than its native kernel (which copies such a weight to NCHW on every call).
+
+    Mirrors PyTorch's own choice for a non-1x1 kernel: oneDNN for a batch above 1, grouped or larger
+    than 3x3 kernels, or an input above 20480 elements. A wrong guess costs a copy, never a result.
+    """
+    return x.shape[0] > 1 or groups > 1 or (kh > 3 and kw > 3) or x.numel() > 20480
+
+
 class Conv2d(nn.Conv2d):
     """``nn.Conv2d`` followed by an optional ``norm`` module and ``activation`` callable."""
 
@@ -123,6 +133,24 @@ class Conv2d(nn.Conv2d):
         bias = shift if self.bias is None else torch.addcmul(shift, self.bias, scale)
         return weight, bias.to(self.weight.dtype)
 
+    def _cached_fold(self, memory_format: torch.memory_format) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`folded_weight_bias` computed once and kept while the tensors it reads are unchanged.
+
+        Inference folds the same weights on every call; on small inputs (the synthetic world's test
+        images) writing the folded copies cost more than the convolutions. The key holds each source
+        tensor's storage and version counter, so loading a state dict, an optimizer step, ``.to()``
+        or any in-place change recomputes it. Only without autograd (the cached tensors carry no graph).
+        """
+        sources = (self.weight, self.bias, self.norm.weight, self.norm.bias, self.norm.running_mean,
+                   self.norm.running_var)
+        key = (memory_format,) + tuple(None if t is None else (t.data_ptr(), t._version, t.dtype, t.device)
+                                       for t in sources)
+        cached = self.__dict__.get("_fold_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, self.folded_weight_bias(memory_format))
+            self.__dict__["_fold_cache"] = cached  # a plain attribute: not a buffer, not in the state dict
+        return cached[1]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x [B, Cin, H, W]. Returns: [B, Cout, H', W']."""
         grad = torch.is_grad_enabled()
@@ -130,9 +158,11 @@ class Conv2d(nn.Conv2d):
             # frozen statistics, no weight gradient: one convolution instead of conv + a norm pass.
             # (Training a weight through the fold would keep a folded copy of every weight for the
             # backward pass: +13% peak memory on the R50 teacher step, for no measurable gain.)
-            channels_last = (not grad and self.weight.shape[-1] * self.weight.shape[-2] > 1
-                             and x.is_contiguous(memory_format=torch.channels_last))
-            weight, bias = self.folded_weight_bias(torch.channels_last if channels_last else torch.preserve_format)
+            kh, kw = self.weight.shape[-2:]
+            channels_last = (not grad and kh * kw > 1 and x.is_contiguous(memory_format=torch.channels_last)
+                             and _onednn_conv(x, kh, kw, self.groups))
+            layout = torch.channels_last if channels_last else torch.preserve_format
+            weight, bias = self.folded_weight_bias(layout) if grad else self._cached_fold(layout)
             x = F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
         else:
             x = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
