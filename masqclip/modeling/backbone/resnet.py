@@ -21,6 +21,10 @@ BOTTLENECK_EXPANSION = 4
 # (measured on an AVX-512 Xeon: the miniature's res4/res5 at 96 px, 12x12 and 6x6 inputs, -5% of its
 # step; the R50 teacher at 256 px keeps res4 (32x32) channels-last, -7% of its step vs NCHW).
 SMALL_MAP_AREA = 16 * 16
+# At inference, PyTorch convolves a single image of at most this many elements with its native kernel
+# instead of oneDNN (3x3 kernels); given a channels-last input, that kernel re-lays out the weight on
+# every call (the synthetic world's res4/res5: most of a 128 px test image's time), so such stages run NCHW.
+NATIVE_CONV_NUMEL = 20480
 
 
 class BasicBlock(nn.Module):
@@ -147,6 +151,8 @@ class ResNet(Backbone):
         for name in self.stage_names:
             if training and x.shape[-2] * x.shape[-1] < SMALL_MAP_AREA:
                 x = x.contiguous()  # small maps train faster in NCHW (see SMALL_MAP_AREA)
+            elif not training and x.shape[0] == 1 and x.numel() <= NATIVE_CONV_NUMEL:
+                x = x.contiguous()  # PyTorch's native kernel would copy each weight to channels-last per call
             x = getattr(self, name)(x)
             if name in self._out_features:
                 outputs[name] = x
