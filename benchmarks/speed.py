@@ -14,8 +14,8 @@ the fp32 matrix peak measured in the same run (a 2048^3 GEMM, best of several) t
 largest relative output difference between the two implementations.
 
 Workloads (random weights): the R50 teacher's full call (network + instance post-processing) at
-512 (and 1024) px; its network alone; its training step (forward, backward, AdamW) at 256 px,
-batch 2; the MasQ head (ViT-B/16 at 224, and ViT-L/14 at 336) embedding 100 masks; the synthetic
+512 (and 1024) px; its network alone; its training step (forward, backward, the config's gradient
+clipping and optimizer, each checkout's own, as its trainer steps) at 256 px, batch 2; the MasQ head (ViT-B/16 at 224, and ViT-L/14 at 336) embedding 100 masks; the synthetic
 miniature's teacher call; and, where the CPU has native bf16 matrix units, the bf16 inference
 option (``TEST.BF16_WEIGHTS``) of this checkout against its own fp32, with its accuracy cost.
 ``--quick`` runs the 512 px and ViT-B/16 workloads with 3 repeats (a few minutes on 2 cores).
@@ -110,8 +110,11 @@ class Workload:
         # every worker loads the file (the same allocation history before the peak-memory call)
         self.model.load_state_dict(torch.load(state, weights_only=True))
         if kind == "teacher_train":
+            from masqclip.engine.optim import build_grad_clipper, build_optimizer
+
             self.model.train()
-            self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=1e-4)
+            # each checkout's own optimizer and gradient clipping from the config, as its trainer steps
+            self.optimizer, self.clip = build_optimizer(cfg, self.model), build_grad_clipper(cfg)
         else:
             self.model.eval()
         if bf16:
@@ -127,6 +130,8 @@ class Workload:
             losses = self.model(self.batch)
             self.optimizer.zero_grad(set_to_none=True)
             sum(losses.values()).backward()
+            if self.clip is not None:
+                self.clip(p for p in self.model.parameters() if p.grad is not None)
             self.optimizer.step()
             return {k: v.detach() for k, v in losses.items()}
         with torch.no_grad():  # as the evaluator
