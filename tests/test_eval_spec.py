@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from masqclip.cli import main as cli
-from masqclip.commands.eval import model_key, reconfigure_for_test
+from masqclip.commands.eval import model_key
 from masqclip.config import setup_cfg
 from masqclip.modeling import build_model
 from test_masq_tuning import TINY
@@ -103,7 +103,7 @@ def test_reconfigured_model_equals_a_fresh_build(tiny_model):
             assert model_key(cfg) != model_key(base)
             continue
         assert model_key(cfg) == model_key(base), name
-        reconfigure_for_test(reused, cfg)
+        reused.reconfigure_for_test(cfg)
         fresh = build_model(cfg)
         plain = {k: v for k, v in vars(fresh).items() if not k.startswith("_") and k != "text_embedder"
                  and not isinstance(v, (torch.nn.Module, torch.Tensor))}

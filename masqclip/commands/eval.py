@@ -29,8 +29,8 @@ from ._common import add_config_arguments, config_from_args
 COMMAND = "eval"
 HELP = "evaluate MODEL.WEIGHTS on test sets and write a metrics JSON"
 
-# Config keys that only the post-processing of a built model reads (``reconfigure_for_test`` sets
-# them on a built model): evaluations differing in nothing else share one model.
+# Config keys that only the post-processing of a built model reads (the model's
+# ``reconfigure_for_test`` sets them): evaluations differing in nothing else share one model.
 TEST_TIME_KEYS = (
     "MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD",
     "MODEL.MASK_FORMER.TEST.OVERLAP_THRESHOLD",
@@ -123,29 +123,6 @@ def model_key(cfg) -> str:
     return clone.dump()
 
 
-def reconfigure_for_test(model, cfg) -> None:
-    """Set the test-time post-processing of a built model from ``cfg`` (``TEST_TIME_KEYS``), as
-    building it from ``cfg`` would have."""
-    from ..data.catalog import MetadataCatalog
-
-    mf = cfg.MODEL.MASK_FORMER
-    names = list(cfg.DATASETS.TEST) or list(cfg.DATASETS.TRAIN)
-    meta = MetadataCatalog.get(names[0]) if names else {}
-    model.object_mask_threshold = mf.TEST.OBJECT_MASK_THRESHOLD
-    model.overlap_threshold = mf.TEST.OVERLAP_THRESHOLD
-    model.sem_seg_postprocess_before_inference = (mf.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE
-                                                  or mf.TEST.PANOPTIC_ON or mf.TEST.INSTANCE_ON)
-    model.semantic_on, model.panoptic_on, model.instance_on = mf.TEST.SEMANTIC_ON, mf.TEST.PANOPTIC_ON, mf.TEST.INSTANCE_ON
-    model.test_topk_per_image = cfg.TEST.DETECTIONS_PER_IMAGE
-    model.thing_ids = list(meta.get("thing_dataset_id_to_contiguous_id", {}).values())
-    if hasattr(model, "use_object_score"):
-        from ..modeling.meta_arch.masq_tuning import _dataset_vocabulary
-
-        model.use_object_score = cfg.MODEL.MASQ_CLIP.USE_OBJECT_SCORE
-        vocab = list(cfg.MODEL.MASQ_CLIP.VOCABULARY) or _dataset_vocabulary(cfg.DATASETS.TEST)
-        model.test_vocabulary = list(vocab) if vocab else None
-
-
 def main(args) -> int:
     import argparse
 
@@ -206,7 +183,7 @@ def _evaluate(job: dict, cfg, experiment: str, built):
     cfg = default_setup(cfg, rank=0)  # seeds as a fresh process would, before any build
     if built is not None and built[0] == key:
         model = built[1]
-        reconfigure_for_test(model, cfg)
+        model.reconfigure_for_test(cfg)
         get_logger("eval").info("model reused: only test-time options differ from the previous evaluation")
     else:
         built = None  # free the previous model before building the next

@@ -77,18 +77,30 @@ class MaskFormer(nn.Module):
         """Constructor arguments from a config; subclasses extend the dict."""
         backbone = build_backbone(cfg)
         mf = cfg.MODEL.MASK_FORMER
-        names = list(cfg.DATASETS.TEST) or list(cfg.DATASETS.TRAIN)
-        meta = MetadataCatalog.get(names[0]) if names else {}
-        thing_ids = list(meta.get("thing_dataset_id_to_contiguous_id", {}).values())
         return dict(backbone=backbone, sem_seg_head=MaskFormerHead.from_config(cfg, backbone.output_shape()),
                     criterion=build_criterion(cfg), num_queries=mf.NUM_OBJECT_QUERIES,
-                    object_mask_threshold=mf.TEST.OBJECT_MASK_THRESHOLD, overlap_threshold=mf.TEST.OVERLAP_THRESHOLD,
-                    thing_ids=thing_ids, size_divisibility=mf.SIZE_DIVISIBILITY,
+                    size_divisibility=mf.SIZE_DIVISIBILITY, pixel_mean=list(cfg.MODEL.PIXEL_MEAN),
+                    pixel_std=list(cfg.MODEL.PIXEL_STD), deep_supervision=mf.DEEP_SUPERVISION,
+                    **cls.test_time_kwargs(cfg))
+
+    @classmethod
+    def test_time_kwargs(cls, cfg) -> dict:
+        """The constructor arguments only inference's post-processing reads, each stored on the model
+        under its own name: a built model takes another config's with :meth:`reconfigure_for_test`."""
+        mf = cfg.MODEL.MASK_FORMER
+        names = list(cfg.DATASETS.TEST) or list(cfg.DATASETS.TRAIN)
+        meta = MetadataCatalog.get(names[0]) if names else {}
+        return dict(object_mask_threshold=mf.TEST.OBJECT_MASK_THRESHOLD, overlap_threshold=mf.TEST.OVERLAP_THRESHOLD,
+                    thing_ids=list(meta.get("thing_dataset_id_to_contiguous_id", {}).values()),
                     sem_seg_postprocess_before_inference=(mf.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE
                                                           or mf.TEST.PANOPTIC_ON or mf.TEST.INSTANCE_ON),
-                    pixel_mean=list(cfg.MODEL.PIXEL_MEAN), pixel_std=list(cfg.MODEL.PIXEL_STD),
                     semantic_on=mf.TEST.SEMANTIC_ON, panoptic_on=mf.TEST.PANOPTIC_ON, instance_on=mf.TEST.INSTANCE_ON,
-                    test_topk_per_image=cfg.TEST.DETECTIONS_PER_IMAGE, deep_supervision=mf.DEEP_SUPERVISION)
+                    test_topk_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)
+
+    def reconfigure_for_test(self, cfg) -> None:
+        """Set the post-processing from ``cfg`` as building from it would (``test_time_kwargs``)."""
+        for name, value in self.test_time_kwargs(cfg).items():
+            setattr(self, name, value)
 
     @classmethod
     def from_config(cls, cfg) -> "MaskFormer":

@@ -150,14 +150,19 @@ class MasQTuning(MaskFormer):
                                           cache_dir=mc.TEXT_CACHE_DIR or None)
         vocab = list(mc.VOCABULARY)
         train_vocab = vocab or _dataset_vocabulary(cfg.DATASETS.TRAIN)
-        test_vocab = vocab or _dataset_vocabulary(cfg.DATASETS.TEST)
         kwargs.update(masqclip=masqclip, text_embedder=embedder, clip_mean=mean, clip_std=std,
                       logit_scale=resolve_logit_scale(mc.LOGIT_SCALE, clip), label_dice_threshold=mc.LABEL_DICE_THRESHOLD,
-                      train_mask_size=mc.TRAIN_MASK_SIZE, use_object_score=mc.USE_OBJECT_SCORE,
-                      no_object_weight=cfg.MODEL.MASK_FORMER.NO_OBJECT_WEIGHT,
+                      train_mask_size=mc.TRAIN_MASK_SIZE, no_object_weight=cfg.MODEL.MASK_FORMER.NO_OBJECT_WEIGHT,
                       class_weight=cfg.MODEL.MASK_FORMER.CLASS_WEIGHT,
-                      train_vocabulary=train_vocab, test_vocabulary=test_vocab, fixed_vocabulary=bool(vocab))
+                      train_vocabulary=train_vocab, fixed_vocabulary=bool(vocab))
         return kwargs
+
+    @classmethod
+    def test_time_kwargs(cls, cfg) -> dict:
+        mc = cfg.MODEL.MASQ_CLIP
+        test_vocab = list(mc.VOCABULARY) or _dataset_vocabulary(cfg.DATASETS.TEST)
+        return dict(super().test_time_kwargs(cfg), use_object_score=mc.USE_OBJECT_SCORE,
+                    test_vocabulary=list(test_vocab) if test_vocab else None)
 
     # -- modes, weights, vocabularies ---------------------------------------------------------
     def train(self, mode: bool = True) -> "MasQTuning":
